@@ -1,0 +1,208 @@
+"""Inception-ResNet-v1 and -v2 (Szegedy et al. 2017, Figs. 10-19), with residual scaling.
+
+Three networks:
+- `InceptionResNetV2`: Inception-ResNet-v2 as released by TF-slim (and ported by timm and Keras): its
+  own stem with Mixed_5b, 10/20/10 blocks, a last Block8 with scale 1 and no ReLU, and a 1x1 conv to
+  1536 channels before the pool. The public weights fit this one; scopes follow TF-slim.
+- `InceptionResNetV1`: the paper's Figs. 10-15 (no public code implements it exactly).
+- `InceptionResNetV2Paper`: the paper's own Inception-ResNet-v2 schema (Fig. 15 with the
+  Inception-v4 stem of Fig. 3 and the blocks of Figs. 16-19, 5/10/5 blocks). The paper's figures
+  disagree with themselves on two widths, and we choose as follows:
+    * Fig. 17 (Inception-ResNet-B) prints a 1x1 "up" conv of 1154 channels, but Reduction-A with
+      Table 1's (k, l, m, n) = (256, 256, 384, 384) on the 384-channel stem gives 384 + 384 + 384 =
+      1152. A residual sum needs equal widths, so the up conv restores 1152.
+    * Fig. 19 (Inception-ResNet-C) prints 2048, but Reduction-B of Fig. 18 gives 384 + 288 + 320 +
+      1152 = 2144; the up conv restores 2144.
+    * Every block keeps its ReLU (the paper shows no linear last block) and the 8x8 stage feeds the
+      average pool directly (the paper shows no 1x1 conv before it).
+
+Residual scaling (Section 3.3): the residual is scaled by 0.1-0.3 before the sum; without it, nets
+with more than about 1000 filters "died" early in training. Defaults follow TF-slim: 0.17 for the
+35x35 blocks, 0.10 for the 17x17 blocks and 0.20 for the 8x8 blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from inception_jax.models.base import InceptionNetwork
+from inception_jax.models.inception_v4 import ReductionA, v4_stem
+from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Mixed, Pool, Residual
+
+ResidualScale = Union[float, Sequence[float]]
+
+
+class Block35(Residual):
+  """Inception-ResNet-A (Fig. 10 for v1, Fig. 16 for v2): the 35x35 residual block."""
+  branch_0: int = 32
+  branch_1: tuple[int, int] = (32, 32)
+  branch_2: tuple[int, int, int] = (32, 48, 64)
+
+  def towers(self):
+    (b1a, b1b), (b2a, b2b, b2c) = self.branch_1, self.branch_2
+    return (
+        (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
+        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, 3, 'Conv2d_0b_3x3')),
+        (Conv(b2a, 1, 'Conv2d_0a_1x1'), Conv(b2b, 3, 'Conv2d_0b_3x3'), Conv(b2c, 3, 'Conv2d_0c_3x3')),
+    )
+
+
+class Block17(Residual):
+  """Inception-ResNet-B (Fig. 11 for v1, Fig. 17 for v2): the 17x17 residual block."""
+  branch_0: int = 192
+  branch_1: tuple[int, int, int] = (128, 160, 192)
+
+  def towers(self):
+    b1a, b1b, b1c = self.branch_1
+    return (
+        (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
+        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, (1, 7), 'Conv2d_0b_1x7'),
+         Conv(b1c, (7, 1), 'Conv2d_0c_7x1')),
+    )
+
+
+class Block8(Residual):
+  """Inception-ResNet-C (Fig. 13 for v1, Fig. 19 for v2): the 8x8 residual block."""
+  branch_0: int = 192
+  branch_1: tuple[int, int, int] = (192, 224, 256)
+
+  def towers(self):
+    b1a, b1b, b1c = self.branch_1
+    return (
+        (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
+        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, (1, 3), 'Conv2d_0b_1x3'),
+         Conv(b1c, (3, 1), 'Conv2d_0c_3x1')),
+    )
+
+
+class ReductionBResidual(Mixed):
+  """Reduction-B of the Inception-ResNets (Fig. 12 for v1, Fig. 18 for v2): 17x17 -> 8x8.
+
+  Three 1x1 256 -> stride-2 towers ending in `widths` channels, beside a max-pool.
+  """
+  widths: tuple[int, int, int] = (384, 288, 320)
+  tower_2_middle: int = 288
+
+  def towers(self):
+    w0, w1, w2 = self.widths
+    return (
+        (Conv(256, 1, 'Conv2d_0a_1x1'), Conv(w0, 3, 'Conv2d_1a_3x3', 2, 'VALID')),
+        (Conv(256, 1, 'Conv2d_0a_1x1'), Conv(w1, 3, 'Conv2d_1a_3x3', 2, 'VALID')),
+        (Conv(256, 1, 'Conv2d_0a_1x1'), Conv(self.tower_2_middle, 3, 'Conv2d_0b_3x3'),
+         Conv(w2, 3, 'Conv2d_1a_3x3', 2, 'VALID')),
+        (MAX_POOL_3X3_S2,),
+    )
+
+
+class Mixed5b(Mixed):
+  """The released Inception-ResNet-v2's last stem block (TF-slim Mixed_5b): 35x35x320."""
+
+  def towers(self):
+    return (
+        (Conv(96, 1, 'Conv2d_1x1'),),
+        (Conv(48, 1, 'Conv2d_0a_1x1'), Conv(64, 5, 'Conv2d_0b_5x5')),
+        (Conv(64, 1, 'Conv2d_0a_1x1'), Conv(96, 3, 'Conv2d_0b_3x3'), Conv(96, 3, 'Conv2d_0c_3x3')),
+        (AVG_POOL_3X3, Conv(64, 1, 'Conv2d_0b_1x1')),
+    )
+
+
+def numbered(prefix: str, count: int) -> tuple[str, ...]:
+  """TF-slim's `slim.repeat` names: block35_1, block35_2, ..."""
+  return tuple(f'{prefix}_{i + 1}' for i in range(count))
+
+
+class InceptionResNet(InceptionNetwork):
+  """What the Inception-ResNets share: residual scaling, one factor or one per grid."""
+  residual_scale: ResidualScale = (0.17, 0.10, 0.20)
+
+  @property
+  def scales(self) -> tuple[float, float, float]:
+    """`residual_scale` as one factor per grid (35x35, 17x17, 8x8)."""
+    if isinstance(self.residual_scale, (int, float)):
+      return (float(self.residual_scale),) * 3
+    scales = tuple(float(s) for s in self.residual_scale)
+    if len(scales) != 3:
+      raise ValueError('residual_scale takes one float or three (for the 35x35, 17x17 and 8x8 '
+                       f'blocks), got {self.residual_scale!r}.')
+    return scales
+
+
+class InceptionResNetV2(InceptionResNet):
+  """Inception-ResNet-v2 as released (TF-slim = timm = Keras); the public weights fit it.
+
+  55.8M parameters (with BatchNorm gamma, 1000 classes), 13.2 GMACs at 299x299.
+  """
+  default_repeats = (10, 20, 10)
+
+  def body(self, x, train):
+    ops, s = self.ops, self.stem_stride
+    s35, s17, s8 = self.scales
+    n35, n17, n8 = self.stage_repeats
+    x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
+    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
+    x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
+    x = ops.pool(x, Pool('max', 3, s, 'VALID'))
+    x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
+    x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
+    x = ops.pool(x, MAX_POOL_3X3_S2)
+    x = self.endpoint('Mixed_5b', Mixed5b(ops, name='Mixed_5b')(x, train))
+    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
+    x = self.endpoint('Mixed_6a', ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train))
+    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
+    aux_input = x = self.endpoint('PreAuxLogits', x)
+    x = self.endpoint('Mixed_7a', ReductionBResidual(ops, name='Mixed_7a')(x, train))
+    # The released network ends with n8 - 1 scaled blocks and one unscaled linear block.
+    x = self.blocks(Block8, numbered('block8', n8 - 1), x, train, scope='Repeat_2', scale=s8)
+    x = Block8(ops, scale=1.0, activation=False, name='Block8')(x, train)
+    x = ops.conv(1536, 1, 'Conv2d_7b_1x1')(x, train)
+    return self.endpoint('Conv2d_7b_1x1', x), aux_input
+
+
+class InceptionResNetV1(InceptionResNet):
+  """Inception-ResNet-v1 per the paper (Figs. 10-15): 5/10/5 blocks, about the cost of Inception-v3."""
+  default_repeats = (5, 10, 5)
+
+  def body(self, x, train):
+    ops, s = self.ops, self.stem_stride
+    s35, s17, s8 = self.scales
+    n35, n17, n8 = self.stage_repeats
+    # Stem (Fig. 14): 299 -> 35x35x256.
+    x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
+    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
+    x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
+    x = ops.pool(x, Pool('max', 3, s, 'VALID'))
+    x = ops.conv(80, 1, 'Conv2d_3b_1x1')(x, train)
+    x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
+    x = self.endpoint('Conv2d_4b_3x3', ops.conv(256, 3, 'Conv2d_4b_3x3', 2, 'VALID')(x, train))
+    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35,
+                    branch_0=32, branch_1=(32, 32), branch_2=(32, 32, 32))
+    x = self.endpoint('Mixed_6a', ReductionA(ops, 192, 192, 256, 384, name='Mixed_6a')(x, train))
+    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17,
+                    branch_0=128, branch_1=(128, 128, 128))
+    aux_input = x = self.endpoint('PreAuxLogits', x)
+    x = ReductionBResidual(ops, widths=(384, 256, 256), tower_2_middle=256, name='Mixed_7a')(x, train)
+    x = self.endpoint('Mixed_7a', x)
+    x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8,
+                    branch_0=192, branch_1=(192, 192, 192))
+    return self.endpoint('Block8', x), aux_input
+
+
+class InceptionResNetV2Paper(InceptionResNet):
+  """Inception-ResNet-v2 per the paper's schema (Fig. 15, Inception-v4 stem, 5/10/5 blocks).
+
+  See the module docstring for the widths chosen where the paper's figures disagree.
+  """
+  default_repeats = (5, 10, 5)
+
+  def body(self, x, train):
+    ops = self.ops
+    s35, s17, s8 = self.scales
+    n35, n17, n8 = self.stage_repeats
+    x = v4_stem(self, x, train)
+    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
+    x = self.endpoint('Mixed_6a', ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train))
+    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
+    aux_input = x = self.endpoint('PreAuxLogits', x)
+    x = self.endpoint('Mixed_7a', ReductionBResidual(ops, name='Mixed_7a')(x, train))
+    x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8)
+    return self.endpoint('Block8', x), aux_input

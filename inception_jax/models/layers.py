@@ -1,0 +1,241 @@
+"""Building blocks shared by every Inception network.
+
+The conv unit is TF-slim's: convolution without bias -> BatchNorm -> ReLU. Blocks are written as
+towers of layer specs (`Conv`, `Pool`, `Fork`) so that each block's code reads like the paper's
+figure, and so that variables land under TF-slim's scopes (`Mixed_5b/Branch_1/Conv2d_0b_3x3/...`):
+a checkpoint maps onto our variables name by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Kernel = Union[int, tuple[int, int]]
+
+# TF-slim's inception_arg_scope initialises convolutions with He (fan-in) scaling.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal')
+
+
+def _pair(k: Kernel) -> tuple[int, int]:
+  return (k, k) if isinstance(k, int) else tuple(k)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """A conv-BN-ReLU unit: `features` output channels, a `kernel` (h, w), a TF-slim scope `name`."""
+  features: int
+  kernel: Kernel
+  name: str
+  stride: int = 1
+  padding: str = 'SAME'
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+  """A max or average pool; average pools never count padded positions (TF semantics)."""
+  op: str
+  window: int = 3
+  stride: int = 1
+  padding: str = 'SAME'
+
+
+@dataclasses.dataclass(frozen=True)
+class Fork:
+  """Convs applied side by side to one input and concatenated: the split ends of Inception-C towers."""
+  convs: tuple[Conv, ...]
+
+
+AVG_POOL_3X3 = Pool('avg', 3, 1, 'SAME')
+MAX_POOL_3X3_S2 = Pool('max', 3, 2, 'VALID')
+
+
+@dataclasses.dataclass(frozen=True)
+class Ops:
+  """How every layer of one network is built: numerics, BatchNorm settings and the padding policy.
+
+  Attributes:
+    dtype: compute dtype; parameters stay float32.
+    bn_scale: learn BatchNorm's gamma (TF-slim: no; timm: yes).
+    bn_momentum: decay of BatchNorm's moving averages.
+    bn_epsilon: BatchNorm's epsilon.
+    depth_multiplier: scales every conv's channel count (TF-slim's option), for small variants.
+    min_depth: the fewest channels a conv keeps under `depth_multiplier`.
+    same_padding: turn every VALID conv and pool of the network body into SAME (small-input mode;
+      TF-slim calls this `align_feature_maps`).
+  """
+  dtype: Dtype = jnp.float32
+  bn_scale: bool = False
+  bn_momentum: float = 0.9997
+  bn_epsilon: float = 1e-3
+  depth_multiplier: float = 1.0
+  min_depth: int = 8
+  same_padding: bool = False
+
+  def depth(self, channels: int) -> int:
+    if self.depth_multiplier == 1.0:
+      return channels
+    return max(self.min_depth, int(channels * self.depth_multiplier))
+
+  def padding(self, padding: str) -> str:
+    return 'SAME' if self.same_padding else padding
+
+  def conv(self, features: int, kernel: Kernel, name: str, stride: int = 1,
+           padding: str = 'SAME') -> 'ConvBN':
+    """A conv-BN-ReLU module, created in the calling module's scope."""
+    return ConvBN(self.depth(features), _pair(kernel), self, stride=stride,
+                  padding=self.padding(padding), name=name)
+
+  def pool(self, x: jax.Array, spec: Pool) -> jax.Array:
+    window, strides = (spec.window,) * 2, (spec.stride,) * 2
+    padding = self.padding(spec.padding)
+    if spec.op == 'max':
+      return nn.max_pool(x, window, strides, padding)
+    return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+
+  def apply(self, layer: Union[Conv, Pool, Fork], x: jax.Array, train: bool) -> jax.Array:
+    if isinstance(layer, Conv):
+      return self.conv(layer.features, layer.kernel, layer.name, layer.stride, layer.padding)(x, train)
+    if isinstance(layer, Pool):
+      return self.pool(x, layer)
+    return jnp.concatenate([self.apply(c, x, train) for c in layer.convs], axis=-1)
+
+
+class ConvBN(nn.Module):
+  """Convolution (no bias) -> BatchNorm -> ReLU, TF-slim's unit.
+
+  Variables: `kernel` (HWIO) and `BatchNorm/{scale, bias, mean, var}`: TF-slim's `weights` and
+  `BatchNorm/{gamma, beta, moving_mean, moving_variance}`.
+  """
+  features: int
+  kernel: tuple[int, int]
+  ops: Ops
+  stride: int = 1
+  padding: str = 'SAME'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    kernel = self.param('kernel', conv_init, (*self.kernel, x.shape[-1], self.features), jnp.float32)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.ops.dtype)
+    y = jax.lax.conv_general_dilated(
+        x, kernel, (self.stride, self.stride), self.padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = nn.BatchNorm(use_running_average=not train, momentum=self.ops.bn_momentum,
+                     epsilon=self.ops.bn_epsilon, use_scale=self.ops.bn_scale,
+                     dtype=self.ops.dtype, name='BatchNorm')(y)
+    return nn.relu(y)
+
+
+class Tower(nn.Module):
+  """One branch of a block: its layers in sequence, under the scope `Branch_k`."""
+  layers: tuple[Union[Conv, Pool, Fork], ...]
+  ops: Ops
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    for layer in self.layers:
+      x = self.ops.apply(layer, x, train)
+    return x
+
+
+class Mixed(nn.Module):
+  """A block of parallel towers whose outputs are concatenated along channels.
+
+  Subclasses describe their towers in `towers()`; residual blocks also override `combine`.
+  """
+  ops: Ops
+
+  def towers(self) -> Sequence[Sequence[Union[Conv, Pool, Fork]]]:
+    raise NotImplementedError
+
+  def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
+    del x
+    return mixed
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    outs = [Tower(tuple(t), self.ops, name=f'Branch_{i}')(x, train)
+            for i, t in enumerate(self.towers())]
+    return self.combine(x, jnp.concatenate(outs, axis=-1))
+
+  def step(self, x: jax.Array, train: bool):
+    """`__call__` in `nn.scan`'s (carry, output) form."""
+    return self(x, train), None
+
+
+class Residual(Mixed):
+  """An Inception-ResNet block: x + scale * up(concat(towers)), then ReLU unless `activation=False`.
+
+  `up` is a 1x1 convolution with bias and no BatchNorm (TF-slim scope `Conv2d_1x1`) that restores
+  the input width; the paper puts BatchNorm only on the traditional layers, never on the sum.
+  """
+  scale: float = 1.0
+  activation: bool = True
+
+  def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
+    up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.ops.dtype, kernel_init=conv_init,
+                 name='Conv2d_1x1')(mixed)
+    x = x + self.scale * up
+    return nn.relu(x) if self.activation else x
+
+
+def repeat(block: type[Mixed], names: Sequence[str], x: jax.Array, train: bool, *, scan: bool,
+           remat: bool, **fields) -> jax.Array:
+  """Applies `len(names)` identical blocks, created in the calling module's scope.
+
+  Unrolled, block i is named `names[i]`. With `scan`, the blocks run under `nn.scan` as one module
+  named `'+'.join(names)` whose variables are stacked on a leading axis (see `stack_blocks`):
+  the same function, compiled once instead of once per block.
+  """
+  if scan and len(names) > 1:
+    cls = nn.remat(block, static_argnums=(2,), methods=['step']) if remat else block
+    scanned = nn.scan(cls, variable_axes={'params': 0, 'batch_stats': 0},
+                      split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
+                      length=len(names), methods=['step'])
+    x, _ = scanned(name='+'.join(names), **fields).step(x, train)
+    return x
+  cls = nn.remat(block, static_argnums=(2,)) if remat else block
+  for name in names:
+    x = cls(name=name, **fields)(x, train)
+  return x
+
+
+class Stage(nn.Module):
+  """A scope around a run of identical blocks, like TF-slim's `slim.repeat` scopes (`Repeat`)."""
+  block: type[Mixed]
+  names: tuple[str, ...]
+  scan: bool
+  remat: bool
+  fields: tuple[tuple[str, Any], ...] = ()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return repeat(self.block, self.names, x, train, scan=self.scan, remat=self.remat,
+                  **dict(self.fields))
+
+
+class AuxHead(nn.Module):
+  """TF-slim's auxiliary classifier: avg-pool 5/3, 1x1 conv 128, 5x5 conv 768, dense.
+
+  The 5x5 kernel shrinks to the feature map when the map is smaller, as TF-slim's Inception-v3 does;
+  a spatial mean follows so that any input size gives one vector.
+  """
+  num_classes: int
+  ops: Ops
+  conv_name: str
+  logits_name: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    window = (min(5, x.shape[1]), min(5, x.shape[2]))
+    x = nn.avg_pool(x, window, (3, 3), 'VALID')
+    x = ConvBN(self.ops.depth(128), (1, 1), self.ops, name='Conv2d_1b_1x1')(x, train)
+    kernel = (min(5, x.shape[1]), min(5, x.shape[2]))
+    x = ConvBN(self.ops.depth(768), kernel, self.ops, padding='VALID', name=self.conv_name)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.ops.dtype, name=self.logits_name)(x)

@@ -1,0 +1,60 @@
+"""Sizes of a model without compiling it: parameter counts and multiply-accumulates (MACs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def image_spec(size: int | tuple[int, int], batch: int = 1) -> jax.ShapeDtypeStruct:
+  height, width = (size, size) if isinstance(size, int) else size
+  return jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+
+
+def abstract_variables(model: nn.Module, size: int | tuple[int, int]) -> Any:
+  """The model's variables as shapes only (`jax.eval_shape`: nothing is computed or compiled)."""
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), image_spec(size))
+
+
+def count_params(variables: Any) -> int:
+  """Number of trainable parameters (the `params` collection; BatchNorm statistics excluded)."""
+  return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(variables['params']))
+
+
+def count_macs(model: nn.Module, variables: Any, size: int | tuple[int, int]) -> int:
+  """Multiply-accumulates of one eval-mode forward pass of one image, in convs and dense layers.
+
+  Counted on the traced program (`jax.make_jaxpr`), so scanned blocks count once per iteration.
+  """
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, image_spec(size))
+  return _macs(jaxpr.jaxpr)
+
+
+def _macs(jaxpr) -> int:
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'conv_general_dilated':
+      rhs = eqn.invars[1].aval.shape
+      out_features = rhs[eqn.params['dimension_numbers'].rhs_spec[0]]
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) // out_features
+    elif name == 'dot_general':
+      (contract, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+    inner = sum(_macs(sub) for sub in _sub_jaxprs(eqn.params))
+    total += inner * eqn.params.get('length', 1) if name == 'scan' else inner
+  return total
+
+
+def _sub_jaxprs(params: dict):
+  for value in params.values():
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      if hasattr(item, 'eqns'):
+        yield item
+      elif hasattr(item, 'jaxpr') and hasattr(item.jaxpr, 'eqns'):
+        yield item.jaxpr

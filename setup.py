@@ -1,0 +1,35 @@
+"""inception_jax: Inception-v3, Inception-v4 and Inception-ResNet in JAX/Flax."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r"__version__ = '([^']+)'",
+                    Path(__file__).with_name('inception_jax').joinpath('__init__.py').read_text())[1]
+
+setup(
+    name='inception_jax',
+    version=version,
+    description='Inception-v4, Inception-ResNet and Inception-v3 in JAX/Flax: models, training, weights.',
+    long_description=Path(__file__).with_name('README.md').read_text(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['inception_jax', 'inception_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'absl-py',
+        'flax>=0.10',
+        'jax>=0.4.35',
+        'ml_collections',
+        'numpy',
+        'optax',
+        'orbax-checkpoint',
+        'tensorflow-datasets',
+        # tf.data only: a CPU build keeps TensorFlow off the accelerators that JAX owns.
+        'tensorflow-cpu; sys_platform != "darwin"',
+        'tensorflow; sys_platform == "darwin"',
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-xdist'],
+    },
+)
