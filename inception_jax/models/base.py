@@ -17,8 +17,8 @@ class InceptionNetwork(nn.Module):
   Apply as `module.apply(variables, images, train=bool)` with NHWC float images in [-1, 1].
   Returns float32 logits `[batch, num_classes]`, or `(logits, aux_logits)` when `aux_logits` is on,
   or the pooled features `[batch, channels]` when `num_classes` is 0. Intermediate feature maps
-  are sown into the `intermediates` collection under TF-slim's endpoint names: pass
-  `mutable=['intermediates']` to read them.
+  are the outputs of submodules named by TF-slim's scopes: `apply(..., capture_intermediates=True,
+  mutable=['intermediates'])` returns them, e.g. `['intermediates']['Mixed_6a']['__call__']`.
 
   Attributes:
     num_classes: classifier width; 1000 for ImageNet, 1001 for TF-slim heads (class 0 = background),
@@ -79,10 +79,6 @@ class InceptionNetwork(nn.Module):
     """Stem and blocks: returns the final feature map and the auxiliary head's input."""
     raise NotImplementedError
 
-  def endpoint(self, name: str, x: jax.Array) -> jax.Array:
-    self.sow('intermediates', name, x)
-    return x
-
   def blocks(self, block: type[Mixed], names: Sequence[str], x: jax.Array, train: bool,
              scope: Optional[str] = None, **fields) -> jax.Array:
     """Applies a run of identical blocks named `names`, inside the scope `scope` when given."""
@@ -110,7 +106,7 @@ class InceptionNetwork(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False):
     self.check_input(images.shape)
     x, aux_input = self.body(images, train)
-    features = self.endpoint('PreLogits', jnp.mean(x, axis=(1, 2)))
+    features = jnp.mean(x, axis=(1, 2))
     if not self.num_classes:
       return features.astype(jnp.float32)
     x = nn.Dropout(rate=1.0 - self.dropout_keep, deterministic=not train, name='Dropout')(features)

@@ -145,17 +145,17 @@ class InceptionResNetV2(InceptionResNet):
     x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
     x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
     x = ops.pool(x, MAX_POOL_3X3_S2)
-    x = self.endpoint('Mixed_5b', Mixed5b(ops, name='Mixed_5b')(x, train))
+    x = Mixed5b(ops, name='Mixed_5b')(x, train)
     x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
-    x = self.endpoint('Mixed_6a', ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train))
+    x = ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train)
     x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
-    aux_input = x = self.endpoint('PreAuxLogits', x)
-    x = self.endpoint('Mixed_7a', ReductionBResidual(ops, name='Mixed_7a')(x, train))
+    aux_input = x  # TF-slim PreAuxLogits
+    x = ReductionBResidual(ops, name='Mixed_7a')(x, train)
     # The released network ends with n8 - 1 scaled blocks and one unscaled linear block.
     x = self.blocks(Block8, numbered('block8', n8 - 1), x, train, scope='Repeat_2', scale=s8)
     x = Block8(ops, scale=1.0, activation=False, name='Block8')(x, train)
     x = ops.conv(1536, 1, 'Conv2d_7b_1x1')(x, train)
-    return self.endpoint('Conv2d_7b_1x1', x), aux_input
+    return x, aux_input
 
 
 class InceptionResNetV1(InceptionResNet):
@@ -173,18 +173,17 @@ class InceptionResNetV1(InceptionResNet):
     x = ops.pool(x, Pool('max', 3, s, 'VALID'))
     x = ops.conv(80, 1, 'Conv2d_3b_1x1')(x, train)
     x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
-    x = self.endpoint('Conv2d_4b_3x3', ops.conv(256, 3, 'Conv2d_4b_3x3', 2, 'VALID')(x, train))
+    x = ops.conv(256, 3, 'Conv2d_4b_3x3', 2, 'VALID')(x, train)
     x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35,
                     branch_0=32, branch_1=(32, 32), branch_2=(32, 32, 32))
-    x = self.endpoint('Mixed_6a', ReductionA(ops, 192, 192, 256, 384, name='Mixed_6a')(x, train))
+    x = ReductionA(ops, 192, 192, 256, 384, name='Mixed_6a')(x, train)
     x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17,
                     branch_0=128, branch_1=(128, 128, 128))
-    aux_input = x = self.endpoint('PreAuxLogits', x)
+    aux_input = x  # TF-slim PreAuxLogits
     x = ReductionBResidual(ops, widths=(384, 256, 256), tower_2_middle=256, name='Mixed_7a')(x, train)
-    x = self.endpoint('Mixed_7a', x)
     x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8,
                     branch_0=192, branch_1=(192, 192, 192))
-    return self.endpoint('Block8', x), aux_input
+    return x, aux_input
 
 
 class InceptionResNetV2Paper(InceptionResNet):
@@ -200,9 +199,9 @@ class InceptionResNetV2Paper(InceptionResNet):
     n35, n17, n8 = self.stage_repeats
     x = v4_stem(self, x, train)
     x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
-    x = self.endpoint('Mixed_6a', ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train))
+    x = ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train)
     x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
-    aux_input = x = self.endpoint('PreAuxLogits', x)
-    x = self.endpoint('Mixed_7a', ReductionBResidual(ops, name='Mixed_7a')(x, train))
+    aux_input = x  # TF-slim PreAuxLogits
+    x = ReductionBResidual(ops, name='Mixed_7a')(x, train)
     x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8)
-    return self.endpoint('Block8', x), aux_input
+    return x, aux_input

@@ -92,13 +92,12 @@ class InceptionV3(InceptionNetwork):
     x = ops.pool(x, MAX_POOL_3X3_S2)
     x = InceptionV3A(ops, pool_features=32, name='Mixed_5b')(x, train)
     x = InceptionV3A(ops, branch_1_names=('Conv2d_0b_1x1', 'Conv_1_0c_5x5'), name='Mixed_5c')(x, train)
-    x = self.endpoint('Mixed_5d', InceptionV3A(ops, name='Mixed_5d')(x, train))
+    x = InceptionV3A(ops, name='Mixed_5d')(x, train)
     x = ReductionA(ops, 64, 96, 96, 384, stride_2_name='Conv2d_1a_1x1', name='Mixed_6a')(x, train)
-    x = self.endpoint('Mixed_6a', x)
     x = InceptionV3C(ops, c7=128, name='Mixed_6b')(x, train)
     x = self.blocks(InceptionV3C, ('Mixed_6c', 'Mixed_6d'), x, train, c7=160)
-    aux_input = x = self.endpoint('Mixed_6e', InceptionV3C(ops, c7=192, name='Mixed_6e')(x, train))
-    x = self.endpoint('Mixed_7a', InceptionV3D(ops, name='Mixed_7a')(x, train))
+    aux_input = x = InceptionV3C(ops, c7=192, name='Mixed_6e')(x, train)
+    x = InceptionV3D(ops, name='Mixed_7a')(x, train)
     x = InceptionV3E(ops, name='Mixed_7b')(x, train)
     x = InceptionV3E(ops, branch_1_3x1_name='Conv2d_0c_3x1', name='Mixed_7c')(x, train)
-    return self.endpoint('Mixed_7c', x), aux_input
+    return x, aux_input

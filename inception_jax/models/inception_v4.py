@@ -133,7 +133,7 @@ def v4_stem(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:
   x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
   x = Mixed3a(ops, stride=s, name='Mixed_3a')(x, train)
   x = Mixed4a(ops, name='Mixed_4a')(x, train)
-  return net.endpoint('Mixed_5a', Mixed5a(ops, name='Mixed_5a')(x, train))
+  return Mixed5a(ops, name='Mixed_5a')(x, train)
 
 
 class InceptionV4(InceptionNetwork):
@@ -146,10 +146,10 @@ class InceptionV4(InceptionNetwork):
     n35, n17, n8 = self.stage_repeats
     x = v4_stem(self, x, train)
     names = lettered('Mixed_5', n35)
-    x = self.endpoint(names[-1], self.blocks(InceptionA, names, x, train))
-    x = self.endpoint('Mixed_6a', ReductionA(self.ops, name='Mixed_6a')(x, train))
+    x = self.blocks(InceptionA, names, x, train)
+    x = ReductionA(self.ops, name='Mixed_6a')(x, train)
     names = lettered('Mixed_6', n17)
-    aux_input = x = self.endpoint(names[-1], self.blocks(InceptionB, names, x, train))
-    x = self.endpoint('Mixed_7a', ReductionB(self.ops, name='Mixed_7a')(x, train))
+    aux_input = x = self.blocks(InceptionB, names, x, train)
+    x = ReductionB(self.ops, name='Mixed_7a')(x, train)
     names = lettered('Mixed_7', n8)
-    return self.endpoint(names[-1], self.blocks(InceptionC, names, x, train)), aux_input
+    return self.blocks(InceptionC, names, x, train), aux_input

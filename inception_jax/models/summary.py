@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -28,10 +28,14 @@ def count_params(variables: Any) -> int:
 def count_macs(model: nn.Module, variables: Any, size: int | tuple[int, int]) -> int:
   """Multiply-accumulates of one eval-mode forward pass of one image, in convs and dense layers.
 
-  Counted on the traced program (`jax.make_jaxpr`), so scanned blocks count once per iteration.
+  Counted on the traced program (see `traced_macs`), so scanned blocks count once per iteration.
   """
-  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, image_spec(size))
-  return _macs(jaxpr.jaxpr)
+  return traced_macs(lambda v, x: model.apply(v, x, train=False), variables, image_spec(size))
+
+
+def traced_macs(fn: Callable[..., Any], *args: Any) -> int:
+  """Multiply-accumulates of the convolutions and matrix products in `fn(*args)`, from its jaxpr."""
+  return _macs(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def _macs(jaxpr) -> int:
