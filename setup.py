@@ -24,6 +24,7 @@ setup(
         'numpy',
         'optax',
         'orbax-checkpoint',
+        'tensorboard',
         'tensorflow-datasets',
         # tf.data only: a CPU build keeps TensorFlow off the accelerators that JAX owns.
         'tensorflow-cpu; sys_platform != "darwin"',

@@ -1,0 +1,67 @@
+"""The paper's ImageNet recipe; every other config starts from this one and overrides a few fields.
+
+Not run directly: pick a model config, e.g.
+    python -m inception_jax.main --config=configs/irv2.py --workdir=/path/to/workdir
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'inception_resnet_v2'  # a name from inception_jax.models.list_models()
+  config.model.dtype = 'float32'  # compute dtype ('bfloat16' on GPU/TPU); params stay float32
+  config.model.scan_blocks = True  # scan identical blocks: same network, compiles several times faster
+  config.model.remat = False  # recompute block activations in the backward pass to save memory
+  config.model.aux_logits = False  # TF-slim's auxiliary head, weighted by aux_loss_weight
+  config.model.bn_scale = False  # learn BatchNorm gamma (TF-slim: no)
+  config.model.bn_momentum = 0.9997  # decay of BatchNorm's moving averages (TF-slim)
+  config.model.dropout_keep = 0.8  # paper: keep probability 0.8 before the classifier
+  config.model.small_inputs = False  # small-image stem (CIFAR-10 32x32)
+  config.model.depth_multiplier = 1.0  # channel multiplier for scaled-down variants
+  config.model.repeats = config_dict.placeholder(tuple)  # blocks per grid; None = the paper's
+  config.model.residual_scale = config_dict.placeholder(object)  # Inception-ResNets; None = default
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'imagenet2012'  # imagenet2012 | cifar10 | digits | synthetic | folder:PATH
+  config.dataset.data_dir = config_dict.placeholder(str)  # TFDS data_dir (local or gs://)
+  config.dataset.image_size = 299  # training and eval resolution
+  config.dataset.background_class = False  # add TF-slim's class 0 (1001-way heads)
+
+  config.batch_size = 1024  # global, over all devices and hosts
+  config.eval_batch_size = 1024  # global; the last eval batch is padded and masked
+  config.num_epochs = 160.0  # used when num_train_steps is unset
+  config.num_train_steps = config_dict.placeholder(int)  # wins over num_epochs when set
+  config.seed = 0  # parameters, dropout and data order all derive from it
+
+  # Optimizer: RMSProp with TF semantics (Inception-v3/-v4 papers).
+  config.learning_rate = 0.045  # at reference_batch_size; scaled linearly with batch_size
+  config.reference_batch_size = 256  # the batch at which learning_rate applies (our choice)
+  config.warmup_epochs = 0.0  # linear warm-up from 0 before the decay schedule
+  config.lr_decay_rate = 0.94  # staircase decay factor ...
+  config.lr_decay_epochs = 2.0  # ... applied every this many epochs
+  config.rmsprop_decay = 0.9  # decay of the mean-square accumulator
+  config.rmsprop_momentum = 0.9  # TF-slim's RMSProp momentum
+  config.rmsprop_epsilon = 1.0  # added inside the square root; the accumulator starts at 1.0
+  config.grad_clip_norm = 2.0  # clip gradients by global norm (Inception-v3 paper); 0 disables
+  config.weight_decay = 4e-5  # L2 on conv and dense kernels only (TF-slim)
+  config.label_smoothing = 0.1  # Inception-v3 paper
+  config.aux_loss_weight = 0.4  # weight of the auxiliary head's loss when model.aux_logits is on
+  config.ema_decay = 0.9999  # moving average of the parameters, used for evaluation; 0 disables
+
+  config.log_every_steps = 100  # progress line, metrics.jsonl and TensorBoard scalars
+  config.eval_every_steps = 5000  # evaluation on the full eval split (EMA and raw parameters)
+  config.checkpoint_every_steps = 2000  # async Orbax checkpoints; the last keep_checkpoints are kept
+  config.keep_checkpoints = 3  # checkpoints kept (the final one is always among them)
+  config.init_from = config_dict.placeholder(str)  # checkpoint dir to start from (fine-tuning)
+  return config
+
+
+def for_model(name: str) -> ml_collections.ConfigDict:
+  """The ImageNet recipe for model `name`."""
+  config = get_config()
+  config.model.name = name
+  return config

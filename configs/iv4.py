@@ -1,0 +1,13 @@
+"""Inception-v4 on ImageNet, with the paper's recipe.
+
+    python -m inception_jax.main --config=configs/iv4.py --workdir=/path/to/workdir \
+        --config.dataset.data_dir=/path/to/tensorflow_datasets
+
+The paper's single-crop top-1 / top-5 error on ImageNet val: 20.0 / 5.0 %.
+"""
+
+from configs import default
+
+
+def get_config():
+  return default.for_model('inception_v4')

@@ -1,0 +1,125 @@
+"""What every data source provides, and an in-memory source (used by the embedded demo data).
+
+A source yields per-process batches of uint8 images `[local_batch, H, W, C]` and int32 labels. The
+training stream is a pure function of (seed, step): a run resumed at step N gets exactly the batches
+an uninterrupted run gets from step N on, and no example is skipped or seen twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class Source(abc.ABC):
+  """A dataset split into a training stream and an exact evaluation pass."""
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  train_size: int
+  eval_size: int
+
+  @abc.abstractmethod
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    """This process's slice of global training batches `start_step`, `start_step + 1`, ..."""
+
+  @abc.abstractmethod
+  def eval_batches(self) -> Iterator[Batch]:
+    """This process's slice of the eval split, every example once; padding has `mask` 0."""
+
+  def position(self, step: int) -> dict[str, Any]:
+    """Where the training stream stands after `step` batches (saved with each checkpoint)."""
+    return {'dataset': self.name, 'step': step}
+
+
+@dataclasses.dataclass
+class ArraySource(Source):
+  """Arrays held in memory, shuffled per epoch from the seed; global batches split over processes."""
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  eval_images: np.ndarray
+  eval_labels: np.ndarray
+  num_classes: int
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    self.image_shape = tuple(self.train_images.shape[1:])
+    self.train_size = len(self.train_images)
+    self.eval_size = len(self.eval_images)
+    if self.global_batch_size > self.train_size:
+      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
+                       f'examples of {self.name}; lower config.batch_size.')
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.train_size // self.global_batch_size  # the partial last batch of an epoch is dropped
+
+  def _local(self, global_indices: np.ndarray) -> np.ndarray:
+    local = len(global_indices) // self.process_count
+    return global_indices[self.process_index * local:(self.process_index + 1) * local]
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.train_size)
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    step = start_step
+    while True:
+      epoch, index = divmod(step, self.steps_per_epoch)
+      order = self.epoch_order(epoch)
+      for i in range(index, self.steps_per_epoch):
+        rows = self._local(order[i * self.global_batch_size:(i + 1) * self.global_batch_size])
+        yield {'image': self.train_images[rows], 'label': self.train_labels[rows]}
+        step += 1
+
+  def eval_batches(self) -> Iterator[Batch]:
+    batch = self.eval_batch_size
+    for start in range(0, self.eval_size, batch):
+      rows = np.arange(start, start + batch)
+      mask = rows < self.eval_size
+      rows = self._local(np.where(mask, rows, 0))
+      yield {'image': self.eval_images[rows], 'label': self.eval_labels[rows],
+             'mask': self._local(mask).astype(np.float32)}
+
+  def position(self, step: int) -> dict[str, Any]:
+    epoch, index = divmod(step, self.steps_per_epoch)
+    return {'dataset': self.name, 'step': step, 'epoch': epoch, 'batch_in_epoch': index,
+            'examples_seen': step * self.global_batch_size}
+
+
+Factory = Callable[..., Source]
+_FACTORIES: dict[str, Factory] = {}
+
+
+def register(name: str):
+  def wrap(factory: Factory) -> Factory:
+    _FACTORIES[name] = factory
+    return factory
+  return wrap
+
+
+def known_datasets() -> list[str]:
+  return sorted(_FACTORIES)
+
+
+def create_source(dataset_config, *, batch_size: int, eval_batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> Source:
+  """The source named by `dataset_config.name` (fails fast, naming the fix, when it can't be read)."""
+  from inception_jax.data import digits  # noqa: F401  (registers the embedded demo data)
+
+  name = dataset_config.name
+  kind = name.split(':', 1)[0]
+  if kind not in _FACTORIES:
+    raise ValueError(f'Unknown dataset {name!r}: config.dataset.name must be one of '
+                     f'{", ".join(known_datasets())}.')
+  return _FACTORIES[kind](dataset_config, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                          seed=seed, process_index=process_index, process_count=process_count)

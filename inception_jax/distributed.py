@@ -1,0 +1,35 @@
+"""Multi-host start-up: `jax.distributed.initialize` when the job runs as several processes."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from absl import logging
+import jax
+
+
+def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None) -> None:
+  """Joins the processes of one job.
+
+  Explicit arguments win; otherwise Cloud TPU pod slices and SLURM jobs with several tasks are
+  detected and initialised by JAX itself. A single process needs nothing.
+  """
+  if coordinator_address:
+    if num_processes is None or process_id is None:
+      raise ValueError('--coordinator_address needs --num_processes and --process_id too.')
+    _use_gloo_on_cpu()
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ or \
+      'MEGASCALE_COORDINATOR_ADDRESS' in os.environ:
+    jax.distributed.initialize()
+  else:
+    return
+  logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _use_gloo_on_cpu() -> None:
+  if os.environ.get('JAX_PLATFORMS', '').startswith('cpu'):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')

@@ -1,0 +1,41 @@
+"""Trains and evaluates an Inception network.
+
+    python -m inception_jax.main --config=configs/irv2.py --workdir=/path/to/workdir
+    python -m inception_jax.main --config=configs/demo.py --workdir=/tmp/demo   # no download
+
+Configs are `ml_collections` files; any field can be overridden, e.g. `--config.batch_size=512`
+(a misspelt field is an error). Rerunning the same command resumes from the latest checkpoint.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, for multi-process runs outside Cloud TPU and SLURM.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
+config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # tf.data runs on the host only: keep TensorFlow off the GPUs/TPUs that JAX owns.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+
+  from inception_jax import distributed, train
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

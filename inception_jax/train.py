@@ -1,0 +1,365 @@
+"""Training and evaluation: one jitted step, data-parallel over every device of every host.
+
+`train_and_evaluate(config, workdir)` is the whole job: it validates the config, builds the mesh,
+the data source, the model and the optimizer, restores the latest checkpoint of `workdir` (or starts
+from `config.init_from`), trains with periodic logging, evaluation and checkpoints, and handles
+preemption (SIGTERM) and non-finite losses.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from inception_jax import checkpoint as ckpt
+from inception_jax import optim
+from inception_jax.data import create_source
+from inception_jax.metrics import MetricWriter
+from inception_jax.models import create, model_class, stack_blocks, unstack_blocks
+from inception_jax.models.scan import SEPARATOR
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any
+  # The first step whose loss or gradients were not finite, -1 while all were.
+  nonfinite_step: jax.Array
+
+
+class Preempted(Exception):
+  """Raised inside the loop once a preemption checkpoint is saved; the run then exits cleanly."""
+
+
+def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 [0, 255] -> [-1, 1], on the device."""
+  return (images.astype(dtype) / 127.5 - 1.0).astype(dtype)
+
+
+def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  if 'residual_scale' in options and not hasattr(model_class(config.model.name), 'scales'):
+    raise ValueError(f'config.model.residual_scale applies to Inception-ResNet models only, not '
+                     f'{config.model.name}; unset it.')
+  return dict(options, num_classes=num_classes)
+
+
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  if config.num_train_steps is not None:
+    return int(config.num_train_steps)
+  return int(math.ceil(config.num_epochs * steps_per_epoch))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fails before any compute, naming the field to fix."""
+  devices = jax.device_count()
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config[field]
+    if value <= 0 or value % devices:
+      raise ValueError(f'config.{field}={value} must be a positive multiple of the {devices} '
+                       f'devices ({jax.process_count()} process(es)) it is split over.')
+  model_class(config.model.name)
+  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+    if config[field] <= 0:
+      raise ValueError(f'config.{field}={config[field]} must be positive.')
+  if config.num_train_steps is None and config.num_epochs <= 0:
+    raise ValueError('Set config.num_train_steps or a positive config.num_epochs.')
+
+
+def cross_entropy(logits, labels, num_classes, smoothing):
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
+      jax.nn.one_hot(labels, num_classes)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, config):
+  rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  images = normalize(batch['image'], model.dtype)
+  labels = batch['label']
+
+  def loss_fn(params):
+    outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                                    train=True, mutable=['batch_stats'], rngs={'dropout': rng})
+    logits, aux = outputs if model.aux_logits else (outputs, None)
+    loss = cross_entropy(logits, labels, model.num_classes, config.label_smoothing).mean()
+    total = loss
+    if aux is not None:
+      total += config.aux_loss_weight * cross_entropy(
+          aux, labels, model.num_classes, config.label_smoothing).mean()
+    return total, (loss, logits, new_vars['batch_stats'])
+
+  (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  if config.ema_decay:
+    decay = optim.ema_decay(config.ema_decay, state.step)
+    ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
+  else:
+    ema = params
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+                             state.nonfinite_step)
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step)
+  metrics = {'loss': loss, 'top1': jnp.mean(jnp.argmax(logits, -1) == labels),
+             'learning_rate': schedule(state.step), 'grad_norm': grad_norm}
+  return new_state, metrics
+
+
+def eval_step(params, batch_stats, batch, *, model: nn.Module):
+  outputs = model.apply({'params': params, 'batch_stats': batch_stats},
+                        normalize(batch['image'], model.dtype), train=False)
+  logits = outputs[0] if model.aux_logits else outputs
+  labels, mask = batch['label'], batch['mask']
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  return {
+      'loss': jnp.sum(cross_entropy(logits, labels, model.num_classes, 0.0) * mask),
+      'top1': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+      'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+      'count': jnp.sum(mask),
+  }
+
+
+def init_variables(model: nn.Module, image_shape, seed: int):
+  return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), model.dtype), train=False)
+
+
+def merge_pretrained(variables, loaded, model: nn.Module):
+  """`variables` with every tensor of `loaded` whose name and shape match.
+
+  The classifier (and aux classifier) is kept freshly initialised when its width differs (a new
+  `num_classes`); any other mismatch, missing or leftover tensor is an error naming it.
+  """
+  target_scanned = any(SEPARATOR in str(k) for k in _flat_keys(variables))
+  loaded = unstack_blocks(loaded)
+  if target_scanned:
+    loaded = stack_blocks(loaded, variables)
+  flat_target = flax.traverse_util.flatten_dict(variables, sep='/')
+  flat_loaded = flax.traverse_util.flatten_dict(loaded, sep='/')
+  heads = ('params/Logits/', f'params/AuxLogits/{model.aux_names[1]}/')
+  merged, problems, reinitialised = {}, [], []
+  for name, value in flat_target.items():
+    if name not in flat_loaded:
+      if name.startswith('params/AuxLogits/') or name.startswith('batch_stats/AuxLogits/'):
+        merged[name] = value
+        continue
+      problems.append(f'missing in checkpoint: {name} {tuple(value.shape)}')
+      continue
+    found = np.shape(flat_loaded[name])
+    if found != tuple(value.shape):
+      if name.startswith(heads):
+        merged[name] = value
+        reinitialised.append(name)
+        continue
+      problems.append(f'shape mismatch: {name} expects {tuple(value.shape)}, found {found}')
+      continue
+    merged[name] = jnp.asarray(flat_loaded[name], value.dtype)
+  leftover = [n for n in flat_loaded if n not in flat_target and '/AuxLogits/' not in f'/{n}']
+  problems += [f'not used by the model: {n}' for n in leftover]
+  if problems:
+    raise ValueError('config.init_from does not fit the model:\n  ' + '\n  '.join(problems))
+  if reinitialised:
+    logging.info('Re-initialised the classifier for the new num_classes: %s', reinitialised)
+  return flax.traverse_util.unflatten_dict(merged, sep='/')
+
+
+def _flat_keys(tree):
+  return flax.traverse_util.flatten_dict(tree, sep='/').keys()
+
+
+class Trainer:
+  """Everything the loop needs, built once from the config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    validate(config)
+    self.config, self.workdir = config, workdir
+    self.source = create_source(config.dataset, batch_size=config.batch_size,
+                                eval_batch_size=config.eval_batch_size, seed=config.seed,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    self.model = create(config.model.name, **model_options(config, self.source.num_classes))
+    self.model.check_input((1, *self.source.image_shape))
+    self.steps_per_epoch = self.source.steps_per_epoch
+    self.num_steps = total_steps(config, self.steps_per_epoch)
+    self.schedule = optim.learning_rate_schedule(config, self.steps_per_epoch)
+    self.tx = optim.make_optimizer(config, self.schedule)
+
+    mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    self.replicated = NamedSharding(mesh, P())
+    self.data_sharding = NamedSharding(mesh, P('data'))
+    self.train_step = jax.jit(
+        functools.partial(train_step, model=self.model, tx=self.tx, schedule=self.schedule,
+                          config=config),
+        in_shardings=(self.replicated, self.data_sharding), out_shardings=self.replicated,
+        donate_argnums=0)
+    self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
+                             in_shardings=(self.replicated, self.replicated, self.data_sharding),
+                             out_shardings=self.replicated)
+
+  def initial_state(self) -> TrainState:
+    def init(seed):
+      variables = init_variables(self.model, self.source.image_shape, seed)
+      return self._state_from(variables)
+    return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
+
+  def _state_from(self, variables) -> TrainState:
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=self.tx.init(params),
+                      ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32))
+
+  def pretrained_state(self, path: str) -> TrainState:
+    fresh = jax.jit(lambda: init_variables(self.model, self.source.image_shape, self.config.seed),
+                    out_shardings=self.replicated)()
+    variables = merge_pretrained(fresh, ckpt.load_variables(path), self.model)
+    logging.info('Starting from the variables in %s', path)
+    return jax.jit(self._state_from, out_shardings=self.replicated)(variables)
+
+  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(self.data_sharding, v)
+            for k, v in local.items()}
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    results = {}
+    variants = [('', state.ema_params)] if not self.config.ema_decay else \
+        [('', state.ema_params), ('raw_', state.params)]
+    for prefix, params in variants:
+      sums = None
+      for batch in self.source.eval_batches():
+        out = self.eval_step(params, state.batch_stats, self.global_batch(batch))
+        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+      sums = jax.device_get(sums)
+      count = float(sums['count'])
+      results.update({f'eval_{prefix}loss': float(sums['loss']) / count,
+                      f'eval_{prefix}top1': float(sums['top1']) / count,
+                      f'eval_{prefix}top5': float(sums['top5']) / count})
+    results['eval_examples'] = int(count)
+    return results
+
+
+class PreemptionWatcher:
+  """Turns SIGTERM into a request to checkpoint at the next step boundary (all hosts agree)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    self._multihost = jax.process_count() > 1
+
+  def __enter__(self):
+    if not self._multihost:  # with several hosts, JAX's preemption service handles SIGTERM
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if self._multihost:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the final eval."""
+  trainer = Trainer(config, workdir)
+  checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  abstract = jax.eval_shape(trainer.initial_state)
+  abstract = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.replicated), abstract)
+  restored = checkpointer.restore_latest(abstract)
+  if restored is not None:
+    start, state, data_state = restored
+    expected = trainer.source.position(start)
+    if data_state != expected:
+      logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
+                      'the input stream continues from step %d.', data_state, expected, start)
+    logging.info('Resuming from %s/%d.', checkpointer.directory, start)
+    writer.truncate_after(start)
+  elif config.init_from:
+    start, state = 0, trainer.pretrained_state(config.init_from)
+  else:
+    start, state = 0, trainer.initial_state()
+
+  num_steps = trainer.num_steps
+  logging.info('Training %s on %s: %d steps (%d per epoch) at global batch %d on %d device(s), '
+               '%d process(es).', config.model.name, config.dataset.name, num_steps,
+               trainer.steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  last_eval: dict[str, float] = {}
+
+  def check_finite(step: int) -> None:
+    bad = int(jax.device_get(state.nonfinite_step))
+    if bad >= 0:
+      checkpointer.wait()
+      last = checkpointer.latest_step()
+      where = f'{checkpointer.directory}/{last}' if last is not None else 'none saved yet'
+      raise FloatingPointError(
+          f'Non-finite loss or gradients at step {bad} (detected at step {step}); stopping. '
+          f'The last good checkpoint is {where}. Lower config.learning_rate, check the input '
+          'data, or enable config.grad_clip_norm.')
+
+  def save(step: int) -> None:
+    check_finite(step)
+    checkpointer.save(step, state, trainer.source.position(step))
+
+  batches = trainer.source.train_batches(start)
+  pending, timer = [], (time.perf_counter(), start)
+  try:
+    with PreemptionWatcher() as preemption:
+      for step in range(start, num_steps):
+        state, metrics = trainer.train_step(state, trainer.global_batch(next(batches)))
+        pending.append(metrics)
+        done = step + 1
+        if preemption.should_stop(done):
+          save(done)
+          checkpointer.wait()
+          logging.warning('Preempted: saved %s/%d; exiting. Rerun the same command to resume.',
+                          checkpointer.directory, done)
+          print(f'Preempted at step {done}: checkpoint saved, exiting cleanly.', flush=True)
+          raise Preempted()
+        if done % config.log_every_steps == 0 or done == num_steps:
+          check_finite(done)
+          means = {k: float(np.mean(v)) for k, v in jax.device_get(
+              jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pending)).items()}
+          pending = []
+          elapsed, steps = time.perf_counter() - timer[0], done - timer[1]
+          timer = (time.perf_counter(), done)
+          writer.progress(done, num_steps, means, steps * config.batch_size / elapsed,
+                          elapsed / steps * (num_steps - done))
+        if done % config.checkpoint_every_steps == 0 or done == num_steps:
+          save(done)
+        if done % config.eval_every_steps == 0 or done == num_steps:
+          last_eval = trainer.evaluate(state)
+          writer.write(done, last_eval)
+  except Preempted:
+    pass
+  finally:
+    checkpointer.close()
+    writer.close()
+  return last_eval
