@@ -15,6 +15,7 @@ import time
 from typing import Any, Optional
 
 from absl import logging
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -90,9 +91,19 @@ def load_variables(path: str) -> Any:
       raise FileNotFoundError(f'{path}/checkpoints holds no checkpoint to start from.')
     path = os.path.join(path, 'checkpoints', str(max(steps)))
   if os.path.isdir(os.path.join(path, 'state')):
-    state = ocp.StandardCheckpointer().restore(os.path.join(path, 'state'))
+    state = _restore_on_host(os.path.join(path, 'state'))
     return {'params': state['params'], 'batch_stats': state['batch_stats']}
   if not os.path.isdir(path):
     raise FileNotFoundError(f'No checkpoint at {path}: config.init_from takes a directory written '
                             'by `python -m inception_jax.convert` or a training workdir.')
-  return ocp.StandardCheckpointer().restore(path)
+  return _restore_on_host(path)
+
+
+def _restore_on_host(path: str) -> Any:
+  """Restores a checkpoint onto this process's first device, whatever topology wrote it."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    return jax.device_get(checkpointer.restore(path, target))

@@ -11,6 +11,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -32,6 +33,8 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')
 
+  if not FLAGS['verbosity'].present:  # progress lines are printed; keep library INFO logs quiet
+    logging.set_verbosity(logging.WARNING)
   from inception_jax import distributed, train
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -51,6 +51,12 @@ class MetricWriter:
             f'lr {scalars["learning_rate"]:.4g}  {images_per_sec:.0f} img/s  ETA {eta}',
             flush=True)
 
+  def say(self, message: str) -> None:
+    """A line for the person watching (process 0), also in the log."""
+    logging.info('%s', message)
+    if self.enabled:
+      print(message, flush=True)
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

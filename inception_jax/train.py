@@ -43,6 +43,14 @@ class TrainState:
   ema_params: Any
   # The first step whose loss or gradients were not finite, -1 while all were.
   nonfinite_step: jax.Array
+  # Training metrics summed since the last log line; checkpointed so a resumed run logs the same.
+  metric_sums: dict[str, jax.Array]
+
+  def reset_metrics(self) -> 'TrainState':
+    return self.replace(metric_sums=jax.tree_util.tree_map(jnp.zeros_like, self.metric_sums))
+
+
+METRICS = ('loss', 'top1', 'learning_rate', 'grad_norm', 'count')
 
 
 class Preempted(Exception):
@@ -115,15 +123,16 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
     ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
   else:
     ema = params
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
   nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
                              state.nonfinite_step)
-  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step)
   metrics = {'loss': loss, 'top1': jnp.mean(jnp.argmax(logits, -1) == labels),
-             'learning_rate': schedule(state.step), 'grad_norm': grad_norm}
-  return new_state, metrics
+             'learning_rate': schedule(state.step), 'grad_norm': grad_norm, 'count': 1.0}
+  sums = {k: state.metric_sums[k] + metrics[k] for k in METRICS}
+  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                    opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step,
+                    metric_sums=sums)
 
 
 def eval_step(params, batch_stats, batch, *, model: nn.Module):
@@ -213,6 +222,8 @@ class Trainer:
                           config=config),
         in_shardings=(self.replicated, self.data_sharding), out_shardings=self.replicated,
         donate_argnums=0)
+    self.reset_metrics = jax.jit(TrainState.reset_metrics, out_shardings=self.replicated,
+                                 donate_argnums=0)
     self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
                              in_shardings=(self.replicated, self.replicated, self.data_sharding),
                              out_shardings=self.replicated)
@@ -227,7 +238,8 @@ class Trainer:
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=self.tx.init(params),
-                      ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32))
+                      ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
+                      metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
 
   def pretrained_state(self, path: str) -> TrainState:
     fresh = jax.jit(lambda: init_variables(self.model, self.source.image_shape, self.config.seed),
@@ -300,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if data_state != expected:
       logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
                       'the input stream continues from step %d.', data_state, expected, start)
-    logging.info('Resuming from %s/%d.', checkpointer.directory, start)
+    writer.say(f'Resuming from {checkpointer.directory}/{start}.')
     writer.truncate_after(start)
   elif config.init_from:
     start, state = 0, trainer.pretrained_state(config.init_from)
@@ -308,9 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start, state = 0, trainer.initial_state()
 
   num_steps = trainer.num_steps
-  logging.info('Training %s on %s: %d steps (%d per epoch) at global batch %d on %d device(s), '
-               '%d process(es).', config.model.name, config.dataset.name, num_steps,
-               trainer.steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  writer.say(f'Training {config.model.name} on {config.dataset.name}: {num_steps} steps '
+             f'({trainer.steps_per_epoch} per epoch) at global batch {config.batch_size} on '
+             f'{jax.device_count()} device(s), {jax.process_count()} process(es).')
   last_eval: dict[str, float] = {}
 
   def check_finite(step: int) -> None:
@@ -329,25 +341,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.save(step, state, trainer.source.position(step))
 
   batches = trainer.source.train_batches(start)
-  pending, timer = [], (time.perf_counter(), start)
+  timer = (time.perf_counter(), start)
+  if start >= num_steps:
+    writer.say(f'{workdir} is already trained to step {start}; evaluating.')
+    last_eval = trainer.evaluate(state)
+    writer.write(start, last_eval)
   try:
     with PreemptionWatcher() as preemption:
       for step in range(start, num_steps):
-        state, metrics = trainer.train_step(state, trainer.global_batch(next(batches)))
-        pending.append(metrics)
+        state = trainer.train_step(state, trainer.global_batch(next(batches)))
         done = step + 1
         if preemption.should_stop(done):
           save(done)
           checkpointer.wait()
-          logging.warning('Preempted: saved %s/%d; exiting. Rerun the same command to resume.',
-                          checkpointer.directory, done)
-          print(f'Preempted at step {done}: checkpoint saved, exiting cleanly.', flush=True)
+          writer.say(f'Preempted: saved {checkpointer.directory}/{done}; exiting. Rerun the same '
+                     'command to resume.')
           raise Preempted()
         if done % config.log_every_steps == 0 or done == num_steps:
           check_finite(done)
-          means = {k: float(np.mean(v)) for k, v in jax.device_get(
-              jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pending)).items()}
-          pending = []
+          sums = jax.device_get(state.metric_sums)
+          means = {k: float(sums[k] / sums['count']) for k in METRICS if k != 'count'}
+          state = trainer.reset_metrics(state)
           elapsed, steps = time.perf_counter() - timer[0], done - timer[1]
           timer = (time.perf_counter(), done)
           writer.progress(done, num_steps, means, steps * config.batch_size / elapsed,

@@ -1,0 +1,216 @@
+"""The training job: learning, exact resume, sharding, multi-process, preemption and faults."""
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from inception_jax import train
+from inception_jax.models import create
+from train_utils import (ROOT, assert_trees_equal, command, environment, final_variables, losses,
+                         metrics, run, tiny_config)
+
+STEPS = 12
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """An uninterrupted 12-step run of the tiny config, the reference for every resume test."""
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  run(workdir, num_train_steps=STEPS)
+  return workdir
+
+
+def checkpoint_variables(workdir, step):
+  return final_variables(os.path.join(workdir, 'checkpoints', str(step)))
+
+
+def test_demo_config_learns(tmp_path):
+  config = demo.get_config()
+  config.num_train_steps, config.log_every_steps, config.eval_every_steps = 40, 10, 40
+  result = train.train_and_evaluate(config, str(tmp_path))
+  logged = losses(str(tmp_path))
+  assert [s for s, _ in logged] == [10, 20, 30, 40]
+  assert logged[-1][1] < 0.8 * logged[0][1], logged
+  assert result['eval_examples'] == 297  # every eval example counted once, none padded in
+
+
+@pytest.mark.slow
+def test_full_demo_reaches_97_percent(tmp_path):
+  result = train.train_and_evaluate(demo.get_config(), str(tmp_path))
+  assert result['eval_top1'] >= 0.97, result
+  assert result['eval_raw_top1'] >= 0.97, result
+
+
+def test_restart_gives_bitwise_identical_run(straight, tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(num_train_steps=6), workdir)
+  train.train_and_evaluate(tiny_config(num_train_steps=STEPS), workdir)
+  assert losses(workdir) == losses(straight)
+  assert_trees_equal(final_variables(workdir), final_variables(straight))
+
+
+def test_sigkill_at_a_random_moment_then_resume(straight, tmp_path):
+  workdir = str(tmp_path)
+  seed = random.randrange(1 << 30)
+  delay = random.Random(seed).uniform(0.0, 3.0)
+  proc = subprocess.Popen(command(workdir, num_train_steps=STEPS), cwd=ROOT, env=environment(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline and not (
+      os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+    time.sleep(0.05)
+  time.sleep(delay)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  run(workdir, num_train_steps=STEPS)
+  assert losses(workdir) == losses(straight), f'kill delay {delay:.2f}s (seed {seed})'
+  assert_trees_equal(final_variables(workdir), final_variables(straight))
+
+
+def test_eight_devices_match_one(tmp_path):
+  eight, one = str(tmp_path / 'eight'), str(tmp_path / 'one')
+  overrides = dict(num_train_steps=2, checkpoint_every_steps=1, log_every_steps=1)
+  result = run(eight, devices=8, **overrides)
+  assert 'on 8 device(s)' in result.stdout
+  train.train_and_evaluate(tiny_config(**overrides), one)
+  # Same function: the first step agrees to float32 rounding (the 8-way sums add in another
+  # order); per-device BatchNorm statistics would differ by far more.
+  np.testing.assert_allclose([l for _, l in losses(eight)], [l for _, l in losses(one)], rtol=1e-5)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         checkpoint_variables(eight, 1), checkpoint_variables(one, 1))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def run_two_processes(workdir, steps):
+  port = free_port()
+  procs = [subprocess.Popen(
+      command(workdir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+              f'--process_id={i}', num_train_steps=steps),
+      cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  return outputs
+
+
+def test_two_processes_train_checkpoint_and_resume(straight, tmp_path):
+  resumed, uninterrupted = str(tmp_path / 'resumed'), str(tmp_path / 'uninterrupted')
+  first = run_two_processes(resumed, 4)
+  assert 'on 2 device(s), 2 process(es)' in first[0]
+  assert 'Training' not in first[1], 'only process 0 prints'
+  second = run_two_processes(resumed, 8)
+  assert 'Resuming from' in second[0]
+  run_two_processes(uninterrupted, 8)
+  assert losses(resumed) == losses(uninterrupted)
+  assert_trees_equal(final_variables(resumed), final_variables(uninterrupted))
+  # The same function as one process on one device (up to the order of the cross-host sums).
+  np.testing.assert_allclose(losses(resumed)[0][1], losses(straight)[0][1], rtol=1e-5)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(command(workdir, num_train_steps=500, checkpoint_every_steps=1000,
+                                  eval_every_steps=1000), cwd=ROOT, env=environment(),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in proc.stdout:
+    if line.startswith('step '):
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  assert 'Preempted: saved' in out
+  steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()]
+  assert len(steps) == 1 and 2 <= steps[0] < 500
+
+
+def test_injected_nan_stops_with_the_step_and_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  config = tiny_config(learning_rate=1e30, num_train_steps=8, checkpoint_every_steps=1,
+                       log_every_steps=4)
+  with pytest.raises(FloatingPointError, match=r'Non-finite loss or gradients at step (\d+).*'
+                     r'last good checkpoint is .*checkpoints/\d+'):
+    train.train_and_evaluate(config, workdir)
+  saved = final_variables(workdir)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(saved))
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous(straight, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(straight, workdir)
+  latest = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
+  files = [os.path.join(d, f) for d, _, fs in os.walk(latest) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+  train.train_and_evaluate(tiny_config(num_train_steps=STEPS), workdir)
+  assert os.listdir(os.path.join(workdir, 'checkpoints_corrupt'))
+  assert losses(workdir) == losses(straight)
+  assert_trees_equal(final_variables(workdir), final_variables(straight))
+
+
+def test_bad_configs_fail_before_compute_naming_the_field(tmp_path):
+  result = run(str(tmp_path / 'a'), devices=8, check=False, batch_size=12)
+  assert result.returncode != 0
+  assert 'config.batch_size=12 must be a positive multiple of the 8 devices' in result.stderr
+  result = run(str(tmp_path / 'b'), check=False, batch_sise=16)
+  assert result.returncode != 0 and 'batch_sise' in result.stderr
+  with pytest.raises(ValueError, match="Unknown dataset 'mnist'.*digits"):
+    train.train_and_evaluate(tiny_config(**{'dataset.name': 'mnist'}), str(tmp_path / 'c'))
+  with pytest.raises(ValueError, match="Unknown model 'inception_v5'"):
+    train.train_and_evaluate(tiny_config(**{'model.name': 'inception_v5'}), str(tmp_path / 'd'))
+  with pytest.raises(ValueError, match='residual_scale applies to Inception-ResNet models only'):
+    train.train_and_evaluate(tiny_config(**{'model.name': 'inception_v4',
+                                            'model.residual_scale': 0.1}), str(tmp_path / 'e'))
+
+
+def test_metrics_log_every_event(straight):
+  events = metrics(straight)
+  train_events = [e for e in events if 'loss' in e]
+  eval_events = [e for e in events if 'eval_top1' in e]
+  assert [e['step'] for e in train_events] == [2, 4, 6, 8, 10, 12]
+  assert {'loss', 'top1', 'learning_rate', 'images_per_sec'} <= set(train_events[0])
+  assert [e['step'] for e in eval_events] == [8, 12]
+  assert {'eval_top1', 'eval_top5', 'eval_loss', 'eval_raw_top1'} <= set(eval_events[0])
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(straight))
+
+
+def test_init_from_reinitialises_a_different_classifier(straight):
+  model = create('inception_resnet_v2', num_classes=3, depth_multiplier=0.125, repeats=(1, 1, 1),
+                 small_inputs=True, scan_blocks=True)
+  fresh = train.init_variables(model, (16, 16, 3), seed=1)
+  loaded = final_variables(straight)
+  merged = train.merge_pretrained(fresh, loaded, model)
+  np.testing.assert_array_equal(merged['params']['Logits']['kernel'],
+                                fresh['params']['Logits']['kernel'])
+  np.testing.assert_array_equal(merged['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'],
+                                loaded['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'])
+  wider = create('inception_resnet_v2', num_classes=10, depth_multiplier=0.25, repeats=(1, 1, 1),
+                 small_inputs=True)
+  with pytest.raises(ValueError, match=r'shape mismatch: params/Conv2d_2b_3x3/kernel expects '
+                     r'\(3, 3, 8, 16\), found \(3, 3, 8, 8\)'):
+    train.merge_pretrained(train.init_variables(wider, (16, 16, 3), seed=1), loaded, wider)
+
+
+def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
+  config = tiny_config(num_train_steps=1, init_from=straight)
+  config.ema_decay = 0.0
+  trainer = train.Trainer(config, str(tmp_path))
+  state = trainer.pretrained_state(straight)
+  assert_trees_equal(jax.device_get(state.params), final_variables(straight)['params'])
