@@ -23,6 +23,7 @@ setup(
         'ml_collections',
         'numpy',
         'optax',
+        'scikit-learn',  # its bundled digits are the embedded demo data
         'orbax-checkpoint',
         'tensorboard',
         'tensorflow-datasets',

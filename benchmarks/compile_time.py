@@ -1,5 +1,7 @@
 """Seconds to compile one training step (forward, backward, RMSProp update), scanned and unrolled.
 
+The step is the training job's own (`inception_jax.train.train_step` with the paper's recipe).
+
     python benchmarks/compile_time.py [--model=inception_resnet_v2] [--size=299] [--batch=8] [--json]
 
 Lowering and compiling use shapes only: no parameters are initialised and nothing runs. Each mode is
@@ -9,40 +11,36 @@ compiled `--repeats` times in fresh jit wrappers (the compilation cache is off) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from inception_jax.models import create
-from inception_jax.models.summary import abstract_variables, image_spec
-
-
-def train_step_fn(model, tx):
-  def step(variables, opt_state, images, labels):
-    def loss_fn(params):
-      logits, state = model.apply({**variables, 'params': params}, images, train=True,
-                                  mutable=['batch_stats'], rngs={'dropout': jax.random.key(0)})
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state
-    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
-    updates, opt_state = tx.update(grads, opt_state, variables['params'])
-    return {'params': optax.apply_updates(variables['params'], updates), **state}, opt_state, loss
-  return step
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import default  # noqa: E402
+from inception_jax import optim, train  # noqa: E402
+from inception_jax.models import create  # noqa: E402
 
 
 def compile_seconds(name: str, size: int, batch: int, scan: bool, remat: bool) -> float:
-  model = create(name, scan_blocks=scan, remat=remat)
-  tx = optax.rmsprop(0.045, decay=0.9, eps=1.0, momentum=0.9, eps_in_sqrt=True, initial_scale=1.0)
-  variables = abstract_variables(model, size)
-  opt_state = jax.eval_shape(tx.init, variables['params'])
-  images = image_spec(size, batch)
-  labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  """Lowers and compiles the training job's own train step (`inception_jax.train.train_step`)."""
+  config = default.for_model(name)
+  config.model.scan_blocks, config.model.remat = scan, remat
+  model = create(name, **train.model_options(config, num_classes=1000))
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
+  tx = optim.make_optimizer(config, schedule)
+  state = jax.eval_shape(
+      lambda: train.create_train_state(train.init_variables(model, (size, size, 3), 0), tx))
+  batch = {'image': jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((batch,), jnp.int32)}
+  step = functools.partial(train.train_step, model=model, tx=tx, schedule=schedule, config=config)
   start = time.perf_counter()
-  jax.jit(train_step_fn(model, tx), donate_argnums=(0, 1)).lower(
-      variables, opt_state, images, labels).compile()
+  jax.jit(step, donate_argnums=0).lower(state, batch).compile()
   return time.perf_counter() - start
 
 

@@ -1,4 +1,7 @@
-"""Metric output: a progress line, `WORKDIR/metrics.jsonl` and TensorBoard scalars (process 0 only)."""
+"""Metric output: a progress line, `WORKDIR/metrics.jsonl` and TensorBoard scalars (process 0 only).
+
+Files go through `tf.io.gfile`, so the workdir may be local or on GCS (gs://).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import os
 
 from absl import logging
+from tensorflow.io import gfile
 
 
 class MetricWriter:
@@ -15,24 +19,26 @@ class MetricWriter:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      gfile.makedirs(workdir)
       from flax.metrics import tensorboard
       self._tb = tensorboard.SummaryWriter(workdir)
 
   def truncate_after(self, step: int) -> None:
     """Drops entries past `step`: a resumed run rewrites them, so the log matches an unbroken run."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not gfile.exists(self.path):
       return
-    with open(self.path) as f:
+    with gfile.GFile(self.path) as f:
       kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    with open(self.path, 'w') as f:
-      f.writelines(kept)
+    self._replace(''.join(kept))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': step, **scalars}) + '\n')
+    text = json.dumps({'step': step, **scalars}) + '\n'
+    if gfile.exists(self.path):  # not every filesystem can append (gs:// cannot)
+      with gfile.GFile(self.path) as f:
+        text = f.read() + text
+    self._replace(text)
     for name, value in scalars.items():
       self._tb.scalar(name, value, step)
     self._tb.flush()
@@ -41,6 +47,12 @@ class MetricWriter:
                    ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
       print(f'eval  {step}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scalars.items()
                                            if k.startswith('eval_')), flush=True)
+
+  def _replace(self, text: str) -> None:
+    """Rewrites the log atomically: a crash mid-write leaves the previous version."""
+    with gfile.GFile(self.path + '.tmp', 'w') as f:
+      f.write(text)
+    gfile.rename(self.path + '.tmp', self.path, overwrite=True)
 
   def progress(self, step: int, total: int, scalars: dict[str, float], images_per_sec: float,
                eta_sec: float) -> None:

@@ -153,6 +153,14 @@ def init_variables(model: nn.Module, image_shape, seed: int):
   return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), model.dtype), train=False)
 
 
+def create_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                    ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
+                    metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
+
+
 def merge_pretrained(variables, loaded, model: nn.Module):
   """`variables` with every tensor of `loaded` whose name and shape match.
 
@@ -230,23 +238,16 @@ class Trainer:
 
   def initial_state(self) -> TrainState:
     def init(seed):
-      variables = init_variables(self.model, self.source.image_shape, seed)
-      return self._state_from(variables)
+      return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx)
     return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
-
-  def _state_from(self, variables) -> TrainState:
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=self.tx.init(params),
-                      ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
-                      metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
 
   def pretrained_state(self, path: str) -> TrainState:
     fresh = jax.jit(lambda: init_variables(self.model, self.source.image_shape, self.config.seed),
                     out_shardings=self.replicated)()
     variables = merge_pretrained(fresh, ckpt.load_variables(path), self.model)
     logging.info('Starting from the variables in %s', path)
-    return jax.jit(self._state_from, out_shardings=self.replicated)(variables)
+    return jax.jit(functools.partial(create_train_state, tx=self.tx),
+                   out_shardings=self.replicated)(variables)
 
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(self.data_sharding, v)
@@ -313,12 +314,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
                       'the input stream continues from step %d.', data_state, expected, start)
     writer.say(f'Resuming from {checkpointer.directory}/{start}.')
-    writer.truncate_after(start)
   elif config.init_from:
     start, state = 0, trainer.pretrained_state(config.init_from)
   else:
     start, state = 0, trainer.initial_state()
 
+  # Log entries past the starting step came from a run that died before checkpointing them.
+  writer.truncate_after(start)
   num_steps = trainer.num_steps
   writer.say(f'Training {config.model.name} on {config.dataset.name}: {num_steps} steps '
              f'({trainer.steps_per_epoch} per epoch) at global batch {config.batch_size} on '

@@ -59,16 +59,20 @@ def test_restart_gives_bitwise_identical_run(straight, tmp_path):
   assert_trees_equal(final_variables(workdir), final_variables(straight))
 
 
-def test_sigkill_at_a_random_moment_then_resume(straight, tmp_path):
+@pytest.mark.parametrize('after_first_checkpoint', [True, False])
+def test_sigkill_at_a_random_moment_then_resume(straight, tmp_path, after_first_checkpoint):
   workdir = str(tmp_path)
   seed = random.randrange(1 << 30)
-  delay = random.Random(seed).uniform(0.0, 3.0)
+  delay = random.Random(seed).uniform(0.0, 3.0 if after_first_checkpoint else 20.0)
   proc = subprocess.Popen(command(workdir, num_train_steps=STEPS), cwd=ROOT, env=environment(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = os.path.join(workdir, 'checkpoints')
   deadline = time.time() + 300
-  while proc.poll() is None and time.time() < deadline and not (
-      os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+  def saved_steps():
+    return [d for d in os.listdir(checkpoints) if d.isdigit()] if os.path.isdir(checkpoints) else []
+
+  while (after_first_checkpoint and proc.poll() is None and time.time() < deadline and
+         not saved_steps()):
     time.sleep(0.05)
   time.sleep(delay)
   proc.send_signal(signal.SIGKILL)
