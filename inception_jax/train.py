@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any
 
 from absl import logging
 import flax

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

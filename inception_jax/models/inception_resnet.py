@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 from inception_jax.models.base import InceptionNetwork
+from inception_jax.models.inception_v3 import v3_stem
 from inception_jax.models.inception_v4 import ReductionA, v4_stem
 from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Mixed, Pool, Residual
 
@@ -48,31 +49,28 @@ class Block35(Residual):
 
 
 class Block17(Residual):
-  """Inception-ResNet-B (Fig. 11 for v1, Fig. 17 for v2): the 17x17 residual block."""
+  """Inception-ResNet-B (Fig. 11 for v1, Fig. 17 for v2): the 17x17 residual block.
+
+  Its second tower factorises an n x n conv into 1xn and nx1 convs, n = `factor`.
+  """
   branch_0: int = 192
   branch_1: tuple[int, int, int] = (128, 160, 192)
+  factor: int = 7
 
   def towers(self):
-    b1a, b1b, b1c = self.branch_1
+    (b1a, b1b, b1c), n = self.branch_1, self.factor
     return (
         (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
-        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, (1, 7), 'Conv2d_0b_1x7'),
-         Conv(b1c, (7, 1), 'Conv2d_0c_7x1')),
+        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, (1, n), f'Conv2d_0b_1x{n}'),
+         Conv(b1c, (n, 1), f'Conv2d_0c_{n}x1')),
     )
 
 
-class Block8(Residual):
-  """Inception-ResNet-C (Fig. 13 for v1, Fig. 19 for v2): the 8x8 residual block."""
+class Block8(Block17):
+  """Inception-ResNet-C (Fig. 13 for v1, Fig. 19 for v2): the 8x8 residual block (1x3, 3x1)."""
   branch_0: int = 192
   branch_1: tuple[int, int, int] = (192, 224, 256)
-
-  def towers(self):
-    b1a, b1b, b1c = self.branch_1
-    return (
-        (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
-        (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, (1, 3), 'Conv2d_0b_1x3'),
-         Conv(b1c, (3, 1), 'Conv2d_0c_3x1')),
-    )
+  factor: int = 3
 
 
 class ReductionBResidual(Mixed):
@@ -135,17 +133,10 @@ class InceptionResNetV2(InceptionResNet):
   default_repeats = (10, 20, 10)
 
   def body(self, x, train):
-    ops, s = self.ops, self.stem_stride
+    ops = self.ops
     s35, s17, s8 = self.scales
     n35, n17, n8 = self.stage_repeats
-    x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
-    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
-    x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
-    x = ops.pool(x, Pool('max', 3, s, 'VALID'))
-    x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
-    x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
-    x = ops.pool(x, MAX_POOL_3X3_S2)
-    x = Mixed5b(ops, name='Mixed_5b')(x, train)
+    x = Mixed5b(ops, name='Mixed_5b')(v3_stem(self, x, train), train)
     x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
     x = ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train)
     x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)

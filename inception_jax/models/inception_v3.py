@@ -6,6 +6,8 @@ irregular names (Mixed_5c's `Conv_1_0c_5x5`, Mixed_6a's 3x3 convs called `Conv2d
 
 from __future__ import annotations
 
+import jax
+
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_v4 import ReductionA
 from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Fork, Mixed, Pool
@@ -70,6 +72,18 @@ class InceptionV3E(Mixed):
     )
 
 
+def v3_stem(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:
+  """The stem of Inception-v3, shared by the released Inception-ResNet-v2: 299 -> 35x35x192."""
+  ops, s = net.ops, net.stem_stride
+  x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
+  x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
+  x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
+  x = ops.pool(x, Pool('max', 3, s, 'VALID'))
+  x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
+  x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
+  return ops.pool(x, MAX_POOL_3X3_S2)
+
+
 class InceptionV3(InceptionNetwork):
   """Inception-v3: 23.8M parameters (with BatchNorm gamma, 1000 classes), 5.7 GMACs at 299x299.
 
@@ -82,14 +96,8 @@ class InceptionV3(InceptionNetwork):
     if self.repeats is not None:
       raise ValueError('inception_v3 has no runs of identical blocks, so repeats does not apply; '
                        'use depth_multiplier for a smaller variant.')
-    ops, s = self.ops, self.stem_stride
-    x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
-    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
-    x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
-    x = ops.pool(x, Pool('max', 3, s, 'VALID'))
-    x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
-    x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
-    x = ops.pool(x, MAX_POOL_3X3_S2)
+    ops = self.ops
+    x = v3_stem(self, x, train)
     x = InceptionV3A(ops, pool_features=32, name='Mixed_5b')(x, train)
     x = InceptionV3A(ops, branch_1_names=('Conv2d_0b_1x1', 'Conv_1_0c_5x5'), name='Mixed_5c')(x, train)
     x = InceptionV3A(ops, name='Mixed_5d')(x, train)
