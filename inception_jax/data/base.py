@@ -32,9 +32,14 @@ class Source(abc.ABC):
   def eval_batches(self) -> Iterator[Batch]:
     """This process's slice of the eval split, every example once; padding has `mask` 0."""
 
+  steps_per_epoch: int
+  global_batch_size: int
+
   def position(self, step: int) -> dict[str, Any]:
     """Where the training stream stands after `step` batches (saved with each checkpoint)."""
-    return {'dataset': self.name, 'step': step}
+    epoch, index = divmod(step, self.steps_per_epoch)
+    return {'dataset': self.name, 'step': step, 'epoch': epoch, 'batch_in_epoch': index,
+            'examples_seen': step * self.global_batch_size}
 
 
 @dataclasses.dataclass
@@ -90,11 +95,6 @@ class ArraySource(Source):
       yield {'image': self.eval_images[rows], 'label': self.eval_labels[rows],
              'mask': self._local(mask).astype(np.float32)}
 
-  def position(self, step: int) -> dict[str, Any]:
-    epoch, index = divmod(step, self.steps_per_epoch)
-    return {'dataset': self.name, 'step': step, 'epoch': epoch, 'batch_in_epoch': index,
-            'examples_seen': step * self.global_batch_size}
-
 
 Factory = Callable[..., Source]
 _FACTORIES: dict[str, Factory] = {}
@@ -114,7 +114,8 @@ def known_datasets() -> list[str]:
 def create_source(dataset_config, *, batch_size: int, eval_batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> Source:
   """The source named by `dataset_config.name` (fails fast, naming the fix, when it can't be read)."""
-  from inception_jax.data import digits  # noqa: F401  (registers the embedded demo data)
+  # Importing the source modules registers them.
+  from inception_jax.data import digits, synthetic, tfds_sources  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
 
   name = dataset_config.name
   kind = name.split(':', 1)[0]

@@ -1,0 +1,108 @@
+"""A tf.data pipeline over any random-access store of encoded images (TFDS data sources, folders).
+
+The training stream is index-based: each epoch is a permutation of the example indices drawn from
+(seed, epoch); global batch k of the epoch is rows [k*B, (k+1)*B) of that permutation, and each
+process reads and decodes only its own slice of it. A resumed run starts from any step without
+reading what came before, and the random crop/flip of an example is seeded by its position in the
+stream, so the pixels are the same as in an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from inception_jax.data import preprocessing
+from inception_jax.data.base import Batch, Source
+
+# reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n])
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass
+class EncodedSource(Source):
+  name: str
+  read_train: Reader
+  read_eval: Reader
+  train_size: int
+  eval_size: int
+  num_classes: int
+  image_size: int
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+  color_distortion: bool = False
+  label_offset: int = 0  # 1 adds TF-slim's background class 0
+
+  def __post_init__(self):
+    self.image_shape = (self.image_size, self.image_size, 3)
+    if self.global_batch_size > self.train_size:
+      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
+                       f'examples of {self.name}; lower config.batch_size.')
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.train_size // self.global_batch_size
+
+  @property
+  def local_batch_size(self) -> int:
+    return self.global_batch_size // self.process_count
+
+  def _local_columns(self, batch: int) -> slice:
+    local = batch // self.process_count
+    return slice(self.process_index * local, (self.process_index + 1) * local)
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.train_size)
+
+  def _read(self, reader: Reader):
+    def read(indices):
+      encoded, labels = reader(indices)
+      return np.asarray(encoded, dtype=object), np.asarray(labels, np.int32) + self.label_offset
+    return lambda idx: tf.numpy_function(read, [idx], [tf.string, tf.int32], stateful=False)
+
+  def epoch_dataset(self, epoch: int, first_batch: int) -> tf.data.Dataset:
+    """This process's batches first_batch, first_batch + 1, ... of `epoch`."""
+    b, spe = self.global_batch_size, self.steps_per_epoch
+    rows = self.epoch_order(epoch)[:spe * b].reshape(spe, b)[first_batch:, self._local_columns(b)]
+    # The seed of an example's augmentation: its position in the whole stream.
+    positions = (epoch * spe * b + np.arange(first_batch, spe)[:, None] * b
+                 + np.arange(b)[self._local_columns(b)][None, :])
+    read = self._read(self.read_train)
+    size, color, seed = self.image_size, self.color_distortion, self.seed
+
+    def decode(encoded, label, position):
+      example_seed = tf.stack([tf.constant(seed, tf.int64), position])
+      return preprocessing.train_image(encoded, example_seed, size, color), label
+
+    ds = tf.data.Dataset.from_tensor_slices((rows, positions))
+    ds = ds.map(lambda idx, pos: (*read(idx), pos)).unbatch()
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    epoch, first = divmod(start_step, self.steps_per_epoch)
+    while True:
+      for images, labels in self.epoch_dataset(epoch, first).as_numpy_iterator():
+        yield {'image': images, 'label': labels}
+      epoch, first = epoch + 1, 0
+
+  def eval_batches(self) -> Iterator[Batch]:
+    b = self.eval_batch_size
+    padded = -(-self.eval_size // b) * b
+    rows = np.arange(padded).reshape(-1, b)[:, self._local_columns(b)]
+    mask = (rows < self.eval_size).astype(np.float32)
+    read = self._read(self.read_eval)
+    size = self.image_size
+    ds = tf.data.Dataset.from_tensor_slices((np.where(mask > 0, rows, 0), mask))
+    ds = ds.map(lambda idx, m: (*read(idx), m)).unbatch()
+    ds = ds.map(lambda e, l, m: (preprocessing.eval_image(e, size), l, m),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(b // self.process_count).prefetch(tf.data.AUTOTUNE)
+    for images, labels, m in ds.as_numpy_iterator():
+      yield {'image': images, 'label': labels, 'mask': m}

@@ -1,0 +1,55 @@
+"""Random uint8 images at the model's size, for benchmarks: no files, no decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+from inception_jax.data.base import Batch, Source, register
+
+IMAGENET_TRAIN_SIZE = 1_281_167
+
+
+@dataclasses.dataclass
+class SyntheticSource(Source):
+  image_size: int
+  num_classes: int
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+  name: str = 'synthetic'
+  train_size: int = IMAGENET_TRAIN_SIZE
+
+  def __post_init__(self):
+    self.image_shape = (self.image_size, self.image_size, 3)
+    self.eval_size = self.eval_batch_size
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.train_size // self.global_batch_size
+
+  def _batch(self, key, size: int) -> Batch:
+    rng = np.random.default_rng([self.seed, self.process_index, *key])
+    local = size // self.process_count
+    return {'image': rng.integers(0, 256, (local, *self.image_shape), dtype=np.uint8),
+            'label': rng.integers(0, self.num_classes, (local,), dtype=np.int32)}
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    step = start_step
+    while True:
+      yield self._batch((0, step), self.global_batch_size)
+      step += 1
+
+  def eval_batches(self) -> Iterator[Batch]:
+    batch = self._batch((1, 0), self.eval_batch_size)
+    yield {**batch, 'mask': np.ones(len(batch['label']), np.float32)}
+
+
+@register('synthetic')
+def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
+  return SyntheticSource(dataset_config.image_size, dataset_config.get('num_classes', 1000),
+                         batch_size, eval_batch_size, seed, process_index, process_count)

@@ -1,0 +1,184 @@
+"""Input pipelines without network access: TFDS mock data, generated images, preprocessing geometry."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from inception_jax.data import create_source, preprocessing
+from train_utils import tiny_config
+
+
+def dataset_config(name, image_size=75, **fields):
+  config = tiny_config(**{'dataset.name': name, 'dataset.image_size': image_size})
+  for key, value in fields.items():
+    config.dataset[key] = value
+  return config.dataset
+
+
+def make(name, batch_size=8, eval_batch_size=8, seed=0, process_index=0, process_count=1,
+         **fields):
+  return create_source(dataset_config(name, **fields), batch_size=batch_size,
+                       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
+                       process_count=process_count)
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def recording(source):
+  """Wraps a source's training reader to record the indices it reads."""
+  seen = []
+  read = source.read_train
+
+  def read_and_record(indices):
+    seen.extend(int(i) for i in indices)
+    return read(indices)
+
+  source.read_train = read_and_record
+  return seen
+
+
+@pytest.fixture
+def mock_tfds():
+  with tfds.testing.mock_data(num_examples=40):
+    yield
+
+
+def test_imagenet_batches_have_the_model_shapes_and_label_range(mock_tfds):
+  source = make('imagenet2012')
+  assert source.num_classes == 1000 and source.image_shape == (75, 75, 3)
+  batch = next(source.train_batches(0))
+  assert batch['image'].shape == (8, 75, 75, 3) and batch['image'].dtype == np.uint8
+  assert batch['label'].dtype == np.int32 and np.all((0 <= batch['label']) & (batch['label'] < 1000))
+  assert batch['image'].std() > 0
+  background = make('imagenet2012', background_class=True)
+  assert background.num_classes == 1001
+  labels = next(background.train_batches(0))['label']
+  np.testing.assert_array_equal(labels, batch['label'] + 1)
+
+
+def test_cifar10_batches(mock_tfds):
+  source = make('cifar10', image_size=32)
+  batch = next(source.train_batches(0))
+  assert batch['image'].shape == (8, 32, 32, 3) and source.num_classes == 10
+  assert np.all(batch['label'] < 10)
+
+
+def test_stream_is_deterministic_and_seeded(mock_tfds):
+  a, b = take(make('imagenet2012').train_batches(0), 3), take(make('imagenet2012').train_batches(0), 3)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  c = take(make('imagenet2012', seed=1).train_batches(0), 1)
+  assert not np.array_equal(a[0]['image'], c[0]['image'])
+
+
+def test_resume_position_continues_mid_epoch_and_across_epochs(mock_tfds):
+  source = make('imagenet2012')
+  assert source.steps_per_epoch == 5
+  straight = take(source.train_batches(0), 8)
+  resumed_source = make('imagenet2012')
+  seen = recording(resumed_source)
+  resumed = take(resumed_source.train_batches(3), 5)
+  for x, y in zip(straight[3:], resumed):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+  # Resuming at step 3 reads only batches 3 and 4 of epoch 0 before epoch 1 starts (in any order:
+  # tf.data may read them in parallel).
+  assert sorted(seen[:16]) == sorted(source.epoch_order(0)[24:40])
+
+
+def test_processes_read_disjoint_halves_of_each_global_batch(mock_tfds):
+  sources = [make('imagenet2012', process_index=i, process_count=2) for i in range(2)]
+  seen = [recording(s) for s in sources]
+  batches = [next(s.train_batches(0)) for s in sources]
+  assert all(b['image'].shape[0] == 4 for b in batches)
+  # Every global batch of the epoch's order: process 0 reads its first half, process 1 the second
+  # (tf.data may already be reading later batches of the epoch).
+  rows = sources[0].epoch_order(0)[:40].reshape(5, 8)
+  assert set(seen[0]) <= set(rows[:, :4].ravel()) and set(seen[1]) <= set(rows[:, 4:].ravel())
+  assert set(rows[0, :4]) <= set(seen[0]) and set(rows[0, 4:]) <= set(seen[1])
+
+
+def test_eval_covers_every_example_once(mock_tfds):
+  sources = [make('imagenet2012', eval_batch_size=12, process_index=i, process_count=2)
+             for i in range(2)]
+  total = 0
+  for source in sources:
+    for batch in source.eval_batches():
+      assert batch['image'].shape == (6, 75, 75, 3)
+      total += int(batch['mask'].sum())
+  assert total == sources[0].eval_size == 40
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 --manual_dir=MANUAL_DIR '
+                     f'--data_dir={tmp_path} --file_format=array_record'):
+    make('imagenet2012', data_dir=str(tmp_path))
+
+
+def test_synthetic_source():
+  source = make('synthetic', image_size=64)
+  batch = next(source.train_batches(5))
+  assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
+  np.testing.assert_array_equal(batch['image'], next(make('synthetic', image_size=64).train_batches(5))['image'])
+
+
+def test_distorted_crops_respect_area_and_aspect_bounds():
+  shape = tf.constant([375, 500, 3])
+  whole = 0
+  for i in range(200):
+    offset, size = (t.numpy() for t in preprocessing.distorted_crop_window(shape, tf.constant([7, i])))
+    assert np.all(offset >= 0) and np.all(offset + size <= [375, 500])
+    area = size[0] * size[1] / (375 * 500)
+    aspect = size[1] / size[0]
+    if area == 1.0:
+      whole += 1
+      continue
+    assert 0.05 - 1e-2 <= area <= 1.0
+    assert 0.75 * 0.97 <= aspect <= 4 / 3 * 1.03
+  assert whole < 100, 'most draws should be real distortions'
+
+
+def test_eval_crop_is_central():
+  offset, size = (t.numpy() for t in preprocessing.central_crop_window(tf.constant([375, 500, 3])))
+  np.testing.assert_array_equal(size, [328, 438])
+  np.testing.assert_array_equal(offset, [(375 - 328) // 2, (500 - 438) // 2])
+  # A left/right-symmetric image stays symmetric through the eval preprocessing.
+  x = np.tile(np.concatenate([np.arange(250), np.arange(250)[::-1]]).astype(np.uint8)[None, :, None],
+              (375, 1, 3))
+  out = preprocessing.eval_image(tf.io.encode_png(x), 64).numpy().astype(int)
+  assert np.abs(out - out[:, ::-1]).max() <= 1
+
+
+def test_jpeg_and_png_give_the_same_crop():
+  yy, xx = np.mgrid[0:120, 0:90]
+  image = np.stack([yy * 2, xx * 2, 128 + 60 * np.sin(yy / 9.0) * np.cos(xx / 7.0)], -1)
+  image = image.astype(np.uint8)  # smooth, so JPEG is nearly lossless
+  seed = tf.constant([1, 2])
+  png = preprocessing.train_image(tf.io.encode_png(image), seed, 32).numpy().astype(int)
+  jpg = preprocessing.train_image(tf.io.encode_jpeg(image, quality=100), seed, 32).numpy().astype(int)
+  assert png.shape == jpg.shape == (32, 32, 3)
+  assert np.abs(png - jpg).mean() < 4  # same window, only JPEG's loss differs
+
+
+def test_trains_on_mock_imagenet(mock_tfds, tmp_path):
+  from inception_jax import train
+  config = tiny_config(**{'dataset.name': 'imagenet2012', 'dataset.image_size': 75,
+                          'model.small_inputs': False, 'num_train_steps': 2,
+                          'batch_size': 8, 'eval_batch_size': 8})
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result['eval_examples'] == 40 and np.isfinite(result['eval_loss'])
+
+
+def test_input_pipeline_benchmark_prints_json():
+  import json
+  import subprocess
+  import sys
+  from train_utils import ROOT
+  out = subprocess.run([sys.executable, 'benchmarks/input_pipeline.py', '--images=16', '--size=64',
+                        '--batch=4', '--runs=1', '--json'], cwd=ROOT, capture_output=True,
+                       text=True, check=True).stdout
+  result = json.loads(out.strip().splitlines()[-1])
+  assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0
