@@ -39,7 +39,7 @@ def source_over(jpegs: list[bytes], size: int, batch: int) -> EncodedSource:
   labels = np.arange(len(jpegs)) % 1000
 
   def read(indices):
-    return encoded[indices], labels[indices]
+    return encoded[indices], labels[indices], np.ones(len(indices))
 
   return EncodedSource('benchmark', read, read, train_size=len(jpegs), eval_size=len(jpegs),
                        num_classes=1000, image_size=size, global_batch_size=batch,

@@ -8,11 +8,12 @@ preemption (SIGTERM) and non-finite losses.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import signal
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 import flax
@@ -101,16 +102,19 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
   rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
   images = normalize(batch['image'], model.dtype)
   labels = batch['label']
+  # Examples a source could not read (mask 0) stay in the batch but out of the loss and metrics.
+  mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
+  mean = lambda x: jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
   def loss_fn(params):
     outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
                                     train=True, mutable=['batch_stats'], rngs={'dropout': rng})
     logits, aux = outputs if model.aux_logits else (outputs, None)
-    loss = cross_entropy(logits, labels, model.num_classes, config.label_smoothing).mean()
+    loss = mean(cross_entropy(logits, labels, model.num_classes, config.label_smoothing))
     total = loss
     if aux is not None:
-      total += config.aux_loss_weight * cross_entropy(
-          aux, labels, model.num_classes, config.label_smoothing).mean()
+      total += config.aux_loss_weight * mean(cross_entropy(
+          aux, labels, model.num_classes, config.label_smoothing))
     return total, (loss, logits, new_vars['batch_stats'])
 
   (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -126,7 +130,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
   finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
   nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
                              state.nonfinite_step)
-  metrics = {'loss': loss, 'top1': jnp.mean(jnp.argmax(logits, -1) == labels),
+  metrics = {'loss': loss, 'top1': mean(jnp.argmax(logits, -1) == labels),
              'learning_rate': schedule(state.step), 'grad_norm': grad_norm, 'count': 1.0}
   sums = {k: state.metric_sums[k] + metrics[k] for k in METRICS}
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -252,6 +256,14 @@ class Trainer:
     return {k: jax.make_array_from_process_local_data(self.data_sharding, v)
             for k, v in local.items()}
 
+  def device_batches(self, start_step: int, ahead: int = 2) -> Iterator[dict[str, jax.Array]]:
+    """Global training batches, transferred `ahead` steps early so input overlaps compute."""
+    queue = collections.deque()
+    for local in self.source.train_batches(start_step):
+      queue.append(self.global_batch(local))
+      if len(queue) > ahead:
+        yield queue.popleft()
+
   def evaluate(self, state: TrainState) -> dict[str, float]:
     results = {}
     variants = [('', state.ema_params)] if not self.config.ema_decay else \
@@ -341,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     check_finite(step)
     checkpointer.save(step, state, trainer.source.position(step))
 
-  batches = trainer.source.train_batches(start)
+  batches = trainer.device_batches(start)
   timer = (time.perf_counter(), start)
   if start >= num_steps:
     writer.say(f'{workdir} is already trained to step {start}; evaluating.')
@@ -350,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with PreemptionWatcher() as preemption:
       for step in range(start, num_steps):
-        state = trainer.train_step(state, trainer.global_batch(next(batches)))
+        state = trainer.train_step(state, next(batches))
         done = step + 1
         if preemption.should_stop(done):
           save(done)

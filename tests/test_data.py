@@ -182,3 +182,53 @@ def test_input_pipeline_benchmark_prints_json():
                        text=True, check=True).stdout
   result = json.loads(out.strip().splitlines()[-1])
   assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0
+
+
+def write_image_folder(root, corrupt=True):
+  """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
+  rng = np.random.default_rng(0)
+  for split, count in (('train', 6), ('val', 2)):
+    for label, name in enumerate(['cat', 'dog']):
+      directory = root / split / name
+      directory.mkdir(parents=True)
+      for i in range(count):
+        base = np.full((60 + 10 * i, 80, 3), 40 + 150 * label, np.uint8)
+        image = np.clip(base + rng.integers(0, 30, base.shape), 0, 255).astype(np.uint8)
+        if i == 0:
+          (directory / f'{i}.png').write_bytes(tf.io.encode_png(image).numpy())
+        else:
+          (directory / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(image).numpy())
+  if corrupt:
+    (root / 'train' / 'dog' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  return root
+
+
+def test_folder_source_skips_and_reports_a_corrupt_file(tmp_path, capsys):
+  root = write_image_folder(tmp_path / 'images')
+  source = make(f'folder:{root}', image_size=32, batch_size=13, eval_batch_size=4)
+  assert source.classes == ['cat', 'dog'] and source.num_classes == 2
+  assert source.train_size == 13 and source.eval_size == 4
+  batches = source.train_batches(0)
+  batch = next(batches)  # the one batch of epoch 0 holds every file, the corrupt one included
+  assert batch['image'].shape == (13, 32, 32, 3)
+  assert batch['mask'].sum() == 12
+  broken = source.read_train.paths.index(str(root / 'train' / 'dog' / 'broken.jpg'))
+  position = list(source.epoch_order(0)).index(broken)
+  assert batch['mask'][position] == 0
+  next(batches)  # finishes epoch 0, whose report names the file
+  assert 'broken.jpg' in capsys.readouterr().out
+  assert sum(b['mask'].sum() for b in source.eval_batches()) == 4
+
+
+def test_folder_source_trains_one_step(tmp_path):
+  from inception_jax import train
+  root = write_image_folder(tmp_path / 'images')
+  config = tiny_config(**{'dataset.name': f'folder:{root}', 'dataset.image_size': 16,
+                          'num_train_steps': 1, 'batch_size': 12, 'eval_batch_size': 4})
+  result = train.train_and_evaluate(config, str(tmp_path / 'work'))
+  assert result['eval_examples'] == 4 and np.isfinite(result['eval_loss'])
+
+
+def test_folder_errors_name_the_expected_layout(tmp_path):
+  with pytest.raises(FileNotFoundError, match='expected .*/train/<class>/'):
+    make(f'folder:{tmp_path}')

@@ -114,8 +114,6 @@ def known_datasets() -> list[str]:
 def create_source(dataset_config, *, batch_size: int, eval_batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> Source:
   """The source named by `dataset_config.name` (fails fast, naming the fix, when it can't be read)."""
-  # Importing the source modules registers them.
-  from inception_jax.data import digits, synthetic, tfds_sources  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
 
   name = dataset_config.name
   kind = name.split(':', 1)[0]

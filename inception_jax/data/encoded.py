@@ -18,8 +18,10 @@ import tensorflow as tf
 from inception_jax.data import preprocessing
 from inception_jax.data.base import Batch, Source
 
-# reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n])
-Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# Reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n], valid [n]).
+# An example that cannot be read comes back with valid 0 and any decodable placeholder image: it is
+# masked out of the loss and the metrics, and the batch keeps its shape.
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass
@@ -37,6 +39,7 @@ class EncodedSource(Source):
   process_index: int = 0
   process_count: int = 1
   color_distortion: bool = False
+  min_crop_area: float = preprocessing.AREA_RANGE[0]
   label_offset: int = 0  # 1 adds TF-slim's background class 0
 
   def __post_init__(self):
@@ -62,9 +65,11 @@ class EncodedSource(Source):
 
   def _read(self, reader: Reader):
     def read(indices):
-      encoded, labels = reader(indices)
-      return np.asarray(encoded, dtype=object), np.asarray(labels, np.int32) + self.label_offset
-    return lambda idx: tf.numpy_function(read, [idx], [tf.string, tf.int32], stateful=False)
+      encoded, labels, valid = reader(indices)
+      return (np.asarray(encoded, dtype=object), np.asarray(labels, np.int32) + self.label_offset,
+              np.asarray(valid, np.float32))
+    return lambda idx: tf.numpy_function(read, [idx], [tf.string, tf.int32, tf.float32],
+                                         stateful=False)
 
   def epoch_dataset(self, epoch: int, first_batch: int) -> tf.data.Dataset:
     """This process's batches first_batch, first_batch + 1, ... of `epoch`."""
@@ -74,11 +79,11 @@ class EncodedSource(Source):
     positions = (epoch * spe * b + np.arange(first_batch, spe)[:, None] * b
                  + np.arange(b)[self._local_columns(b)][None, :])
     read = self._read(self.read_train)
-    size, color, seed = self.image_size, self.color_distortion, self.seed
+    size, color, seed, area = self.image_size, self.color_distortion, self.seed, self.min_crop_area
 
-    def decode(encoded, label, position):
+    def decode(encoded, label, valid, position):
       example_seed = tf.stack([tf.constant(seed, tf.int64), position])
-      return preprocessing.train_image(encoded, example_seed, size, color), label
+      return preprocessing.train_image(encoded, example_seed, size, color, area), label, valid
 
     ds = tf.data.Dataset.from_tensor_slices((rows, positions))
     ds = ds.map(lambda idx, pos: (*read(idx), pos)).unbatch()
@@ -88,8 +93,9 @@ class EncodedSource(Source):
   def train_batches(self, start_step: int) -> Iterator[Batch]:
     epoch, first = divmod(start_step, self.steps_per_epoch)
     while True:
-      for images, labels in self.epoch_dataset(epoch, first).as_numpy_iterator():
-        yield {'image': images, 'label': labels}
+      for images, labels, mask in self.epoch_dataset(epoch, first).as_numpy_iterator():
+        yield {'image': images, 'label': labels, 'mask': mask}
+      _report(self.read_train, f'epoch {epoch}')
       epoch, first = epoch + 1, 0
 
   def eval_batches(self) -> Iterator[Batch]:
@@ -101,8 +107,16 @@ class EncodedSource(Source):
     size = self.image_size
     ds = tf.data.Dataset.from_tensor_slices((np.where(mask > 0, rows, 0), mask))
     ds = ds.map(lambda idx, m: (*read(idx), m)).unbatch()
-    ds = ds.map(lambda e, l, m: (preprocessing.eval_image(e, size), l, m),
+    ds = ds.map(lambda e, l, valid, m: (preprocessing.eval_image(e, size), l, valid * m),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(b // self.process_count).prefetch(tf.data.AUTOTUNE)
     for images, labels, m in ds.as_numpy_iterator():
       yield {'image': images, 'label': labels, 'mask': m}
+    _report(self.read_eval, 'evaluation')
+
+
+def _report(reader: Reader, when: str) -> None:
+  """Lets a reader that skips unreadable files say which ones (see `folder.FolderReader`)."""
+  report = getattr(reader, 'report', None)
+  if report is not None:
+    report(when)

@@ -25,12 +25,14 @@ def image_shape(encoded: tf.Tensor) -> tf.Tensor:
                  lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False)))
 
 
-def distorted_crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def distorted_crop_window(shape: tf.Tensor, seed: tf.Tensor,
+                          min_area: float = AREA_RANGE[0]) -> tuple[tf.Tensor, tf.Tensor]:
   """(offset [y, x], size [h, w]) of TF-slim's distorted bounding box; the whole image on failure."""
   whole_image = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, bounding_boxes=whole_image, seed=seed, min_object_covered=MIN_OBJECT_COVERED,
-      aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=AREA_RANGE, max_attempts=MAX_ATTEMPTS,
+      shape, bounding_boxes=whole_image, seed=seed,
+      min_object_covered=min(MIN_OBJECT_COVERED, min_area), aspect_ratio_range=ASPECT_RATIO_RANGE,
+      area_range=(min_area, AREA_RANGE[1]), max_attempts=MAX_ATTEMPTS,
       use_image_if_no_bounding_boxes=True)
   return begin[:2], size[:2]
 
@@ -70,10 +72,11 @@ def distort_color(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.image.convert_image_dtype(tf.clip_by_value(x, 0.0, 1.0), tf.uint8, saturate=True)
 
 
-def train_image(encoded: tf.Tensor, seed: tf.Tensor, size: int, color: bool = False) -> tf.Tensor:
-  """An encoded image -> a uint8 [size, size, 3] training crop."""
+def train_image(encoded: tf.Tensor, seed: tf.Tensor, size: int, color: bool = False,
+                min_area: float = AREA_RANGE[0]) -> tf.Tensor:
+  """An encoded image -> a uint8 [size, size, 3] training crop covering at least `min_area`."""
   crop_seed, flip_seed, color_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  offset, crop = distorted_crop_window(image_shape(encoded), crop_seed)
+  offset, crop = distorted_crop_window(image_shape(encoded), crop_seed, min_area)
   image = resize(decode_crop(encoded, offset, crop), size)
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return distort_color(image, color_seed) if color else image

@@ -26,7 +26,7 @@ SPECS = {
 def _reader(source):
   def read(indices: np.ndarray):
     records = [source[int(i)] for i in indices]
-    return [r['image'] for r in records], [r['label'] for r in records]
+    return [r['image'] for r in records], [r['label'] for r in records], np.ones(len(records))
   return read
 
 
@@ -49,14 +49,15 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   train_split, eval_split, classes, _ = SPECS[name]
   train = _data_source(name, train_split, dataset_config.data_dir)
   evaluation = _data_source(name, eval_split, dataset_config.data_dir)
-  offset = 1 if dataset_config.get('background_class', False) else 0
+  offset = 1 if dataset_config.background_class else 0
   return EncodedSource(
       name, _reader(train), _reader(evaluation), train_size=len(train),
       eval_size=len(evaluation), num_classes=classes + offset,
       image_size=dataset_config.image_size, global_batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
       process_count=process_count,
-      color_distortion=dataset_config.get('color_distortion', False), label_offset=offset)
+      color_distortion=dataset_config.color_distortion,
+      min_crop_area=dataset_config.min_crop_area, label_offset=offset)
 
 
 for _name in SPECS:

@@ -1,0 +1,113 @@
+"""The user's own images: `folder:PATH` with PATH/train/<class>/* and PATH/val/<class>/*.
+
+JPEG and PNG files (also GIF and BMP, first frame). Classes are the sorted sub-directory names of
+PATH/train; PATH/val may hold a subset of them. An unreadable or corrupt file never stops the run: it
+is replaced by a blank placeholder that is masked out of the loss and the metrics, counted, and
+reported (with its path) at the end of each epoch and after each evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from inception_jax.data.base import register
+from inception_jax.data.encoded import EncodedSource
+
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+
+
+@functools.cache
+def placeholder() -> bytes:
+  """The image that stands in for an unreadable file (masked out of the loss)."""
+  return tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)).numpy()
+
+
+def list_images(split_dir: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
+  paths, labels = [], []
+  for label, name in enumerate(classes):
+    class_dir = os.path.join(split_dir, name)
+    if not os.path.isdir(class_dir):
+      continue
+    for file in sorted(os.listdir(class_dir)):
+      if file.lower().endswith(EXTENSIONS):
+        paths.append(os.path.join(class_dir, file))
+        labels.append(label)
+  return paths, np.asarray(labels, np.int32)
+
+
+class FolderReader:
+  """Reads image files by index, checking once per file that they decode."""
+
+  def __init__(self, paths: list[str], labels: np.ndarray, split: str):
+    self.paths, self.labels, self.split = paths, labels, split
+    self._valid: dict[int, bool] = {}
+    self._skipped: set[int] = set()
+    self._lock = threading.Lock()
+
+  def _load(self, index: int) -> tuple[bytes, bool]:
+    if self._valid.get(index) is False:
+      return placeholder(), False
+    try:
+      data = tf.io.read_file(self.paths[index]).numpy()
+      if index not in self._valid:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+        self._valid[index] = True
+      return data, True
+    except (tf.errors.OpError, OSError) as e:
+      logging.warning('Skipping unreadable image %s: %s', self.paths[index], e)
+      self._valid[index] = False
+      return placeholder(), False
+
+  def __call__(self, indices: np.ndarray):
+    loaded = [self._load(int(i)) for i in indices]
+    with self._lock:
+      self._skipped.update(int(i) for i, (_, ok) in zip(indices, loaded) if not ok)
+    return ([data for data, _ in loaded], self.labels[np.asarray(indices, np.int64)],
+            np.asarray([ok for _, ok in loaded], np.float32))
+
+  def report(self, when: str) -> list[str]:
+    """Prints and returns the files skipped since the last report."""
+    with self._lock:
+      skipped, self._skipped = sorted(self._skipped), set()
+    paths = [self.paths[i] for i in skipped]
+    if paths:
+      message = (f'{len(paths)} unreadable image(s) skipped in {self.split} {when}: '
+                 + ', '.join(paths[:10]) + (' ...' if len(paths) > 10 else ''))
+      logging.warning('%s', message)
+      print(message, flush=True)
+    return paths
+
+
+@register('folder')
+def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
+  root = os.path.expanduser(dataset_config.name.split(':', 1)[1])
+  train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
+  if not os.path.isdir(train_dir) or not os.path.isdir(val_dir):
+    raise FileNotFoundError(
+        f'dataset.name={dataset_config.name!r}: expected {train_dir}/<class>/*.jpg and '
+        f'{val_dir}/<class>/*.jpg (JPEG or PNG), one sub-directory per class.')
+  classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+  unknown = sorted(set(d for d in os.listdir(val_dir) if os.path.isdir(os.path.join(val_dir, d)))
+                   - set(classes))
+  if unknown:
+    raise ValueError(f'{val_dir} has classes that {train_dir} lacks: {", ".join(unknown)}.')
+  train = FolderReader(*list_images(train_dir, classes), 'train')
+  evaluation = FolderReader(*list_images(val_dir, classes), 'val')
+  for reader, where in ((train, train_dir), (evaluation, val_dir)):
+    if not reader.paths:
+      raise FileNotFoundError(f'No images ({", ".join(EXTENSIONS)}) under {where}/<class>/.')
+  source = EncodedSource(
+      dataset_config.name, train, evaluation, train_size=len(train.paths),
+      eval_size=len(evaluation.paths), num_classes=len(classes),
+      image_size=dataset_config.image_size, global_batch_size=batch_size,
+      eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
+      process_count=process_count, color_distortion=dataset_config.color_distortion,
+      min_crop_area=dataset_config.min_crop_area)
+  source.classes = classes
+  return source
