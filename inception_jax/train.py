@@ -170,9 +170,8 @@ def merge_pretrained(variables, loaded, model: nn.Module):
   The classifier (and aux classifier) is kept freshly initialised when its width differs (a new
   `num_classes`); any other mismatch, missing or leftover tensor is an error naming it.
   """
-  target_scanned = any(SEPARATOR in str(k) for k in _flat_keys(variables))
   loaded = unstack_blocks(loaded)
-  if target_scanned:
+  if any(SEPARATOR in k for k in flax.traverse_util.flatten_dict(variables, sep='/')):
     loaded = stack_blocks(loaded, variables)
   flat_target = flax.traverse_util.flatten_dict(variables, sep='/')
   flat_loaded = flax.traverse_util.flatten_dict(loaded, sep='/')
@@ -193,7 +192,7 @@ def merge_pretrained(variables, loaded, model: nn.Module):
         continue
       problems.append(f'shape mismatch: {name} expects {tuple(value.shape)}, found {found}')
       continue
-    merged[name] = jnp.asarray(flat_loaded[name], value.dtype)
+    merged[name] = np.asarray(flat_loaded[name], value.dtype)
   leftover = [n for n in flat_loaded if n not in flat_target and '/AuxLogits/' not in f'/{n}']
   problems += [f'not used by the model: {n}' for n in leftover]
   if problems:
@@ -201,10 +200,6 @@ def merge_pretrained(variables, loaded, model: nn.Module):
   if reinitialised:
     logging.info('Re-initialised the classifier for the new num_classes: %s', reinitialised)
   return flax.traverse_util.unflatten_dict(merged, sep='/')
-
-
-def _flat_keys(tree):
-  return flax.traverse_util.flatten_dict(tree, sep='/').keys()
 
 
 class Trainer:
@@ -245,8 +240,9 @@ class Trainer:
     return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
 
   def pretrained_state(self, path: str) -> TrainState:
-    fresh = jax.jit(lambda: init_variables(self.model, self.source.image_shape, self.config.seed),
-                    out_shardings=self.replicated)()
+    # Merged on the host (every process computes the same values), then replicated by the jit.
+    fresh = jax.device_get(jax.jit(
+        lambda: init_variables(self.model, self.source.image_shape, self.config.seed))())
     variables = merge_pretrained(fresh, ckpt.load_variables(path), self.model)
     logging.info('Starting from the variables in %s', path)
     return jax.jit(functools.partial(create_train_state, tx=self.tx),
