@@ -43,10 +43,9 @@ class MetricWriter:
       self._tb.scalar(name, value, step)
     self._tb.flush()
     if any(k.startswith('eval_') for k in scalars):
-      logging.info('eval at step %d: %s', step,
-                   ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
-      print(f'eval  {step}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scalars.items()
-                                           if k.startswith('eval_')), flush=True)
+      print(f'eval  {step}: ' + '  '.join(
+          f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+          for k, v in scalars.items() if k.startswith('eval_')), flush=True)
 
   def _replace(self, text: str) -> None:
     """Rewrites the log atomically: a crash mid-write leaves the previous version."""
