@@ -217,3 +217,11 @@ def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
   trainer = train.Trainer(config, str(tmp_path))
   state = trainer.pretrained_state(straight)
   assert_trees_equal(jax.device_get(state.params), final_variables(straight)['params'])
+
+
+def test_bfloat16_training_keeps_float32_state(tmp_path):
+  config = tiny_config(num_train_steps=2, log_every_steps=1, **{'model.dtype': 'bfloat16'})
+  train.train_and_evaluate(config, str(tmp_path))
+  assert all(np.isfinite(loss) for _, loss in losses(str(tmp_path)))
+  variables = final_variables(str(tmp_path))
+  assert {x.dtype for x in jax.tree_util.tree_leaves(variables)} == {np.dtype('float32')}
