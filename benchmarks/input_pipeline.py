@@ -41,7 +41,8 @@ def source_over(jpegs: list[bytes], size: int, batch: int) -> EncodedSource:
   def read(indices):
     return encoded[indices], labels[indices], np.ones(len(indices))
 
-  return EncodedSource('benchmark', read, read, train_size=len(jpegs), eval_size=len(jpegs),
+  return EncodedSource(name='benchmark', read_train=read, read_eval=read, train_size=len(jpegs),
+                       eval_size=len(jpegs),
                        num_classes=1000, image_size=size, global_batch_size=batch,
                        eval_batch_size=batch)
 

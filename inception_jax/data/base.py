@@ -16,13 +16,23 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 
 
+@dataclasses.dataclass(kw_only=True)
 class Source(abc.ABC):
-  """A dataset split into a training stream and an exact evaluation pass."""
-  name: str
-  num_classes: int
-  image_shape: tuple[int, int, int]
-  train_size: int
-  eval_size: int
+  """A dataset split into a training stream and an exact evaluation pass.
+
+  Subclasses set `name`, `num_classes`, `image_shape`, `train_size` and `eval_size`.
+  """
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+
+  name: str = dataclasses.field(init=False, default='')
+  num_classes: int = dataclasses.field(init=False, default=0)
+  image_shape: tuple[int, int, int] = dataclasses.field(init=False, default=(0, 0, 0))
+  train_size: int = dataclasses.field(init=False, default=0)
+  eval_size: int = dataclasses.field(init=False, default=0)
 
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:
@@ -32,8 +42,23 @@ class Source(abc.ABC):
   def eval_batches(self) -> Iterator[Batch]:
     """This process's slice of the eval split, every example once; padding has `mask` 0."""
 
-  steps_per_epoch: int
-  global_batch_size: int
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.train_size // self.global_batch_size  # an epoch's partial last batch is dropped
+
+  def check_batch_size(self) -> None:
+    if self.global_batch_size > self.train_size:
+      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
+                       f'examples of {self.name}; lower config.batch_size.')
+
+  def local_slice(self, batch: int) -> slice:
+    """This process's columns of a global batch of `batch` examples."""
+    local = batch // self.process_count
+    return slice(self.process_index * local, (self.process_index + 1) * local)
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """The order of the training examples in `epoch`: a permutation drawn from (seed, epoch)."""
+    return np.random.default_rng([self.seed, epoch]).permutation(self.train_size)
 
   def position(self, step: int) -> dict[str, Any]:
     """Where the training stream stands after `step` batches (saved with each checkpoint)."""
@@ -42,7 +67,7 @@ class Source(abc.ABC):
             'examples_seen': step * self.global_batch_size}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class ArraySource(Source):
   """Arrays held in memory, shuffled per epoch from the seed; global batches split over processes."""
   name: str
@@ -51,30 +76,12 @@ class ArraySource(Source):
   eval_images: np.ndarray
   eval_labels: np.ndarray
   num_classes: int
-  global_batch_size: int
-  eval_batch_size: int
-  seed: int = 0
-  process_index: int = 0
-  process_count: int = 1
 
   def __post_init__(self):
     self.image_shape = tuple(self.train_images.shape[1:])
     self.train_size = len(self.train_images)
     self.eval_size = len(self.eval_images)
-    if self.global_batch_size > self.train_size:
-      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
-                       f'examples of {self.name}; lower config.batch_size.')
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.train_size // self.global_batch_size  # the partial last batch of an epoch is dropped
-
-  def _local(self, global_indices: np.ndarray) -> np.ndarray:
-    local = len(global_indices) // self.process_count
-    return global_indices[self.process_index * local:(self.process_index + 1) * local]
-
-  def epoch_order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(self.train_size)
+    self.check_batch_size()
 
   def train_batches(self, start_step: int) -> Iterator[Batch]:
     step = start_step
@@ -82,18 +89,19 @@ class ArraySource(Source):
       epoch, index = divmod(step, self.steps_per_epoch)
       order = self.epoch_order(epoch)
       for i in range(index, self.steps_per_epoch):
-        rows = self._local(order[i * self.global_batch_size:(i + 1) * self.global_batch_size])
+        rows = order[i * self.global_batch_size:(i + 1) * self.global_batch_size]
+        rows = rows[self.local_slice(self.global_batch_size)]
         yield {'image': self.train_images[rows], 'label': self.train_labels[rows]}
         step += 1
 
   def eval_batches(self) -> Iterator[Batch]:
     batch = self.eval_batch_size
     for start in range(0, self.eval_size, batch):
-      rows = np.arange(start, start + batch)
+      rows = np.arange(start, start + batch)[self.local_slice(batch)]
       mask = rows < self.eval_size
-      rows = self._local(np.where(mask, rows, 0))
+      rows = np.where(mask, rows, 0)
       yield {'image': self.eval_images[rows], 'label': self.eval_labels[rows],
-             'mask': self._local(mask).astype(np.float32)}
+             'mask': mask.astype(np.float32)}
 
 
 Factory = Callable[..., Source]

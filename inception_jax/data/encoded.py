@@ -24,7 +24,7 @@ from inception_jax.data.base import Batch, Source
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class EncodedSource(Source):
   name: str
   read_train: Reader
@@ -33,35 +33,13 @@ class EncodedSource(Source):
   eval_size: int
   num_classes: int
   image_size: int
-  global_batch_size: int
-  eval_batch_size: int
-  seed: int = 0
-  process_index: int = 0
-  process_count: int = 1
   color_distortion: bool = False
   min_crop_area: float = preprocessing.AREA_RANGE[0]
   label_offset: int = 0  # 1 adds TF-slim's background class 0
 
   def __post_init__(self):
     self.image_shape = (self.image_size, self.image_size, 3)
-    if self.global_batch_size > self.train_size:
-      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
-                       f'examples of {self.name}; lower config.batch_size.')
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.train_size // self.global_batch_size
-
-  @property
-  def local_batch_size(self) -> int:
-    return self.global_batch_size // self.process_count
-
-  def _local_columns(self, batch: int) -> slice:
-    local = batch // self.process_count
-    return slice(self.process_index * local, (self.process_index + 1) * local)
-
-  def epoch_order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(self.train_size)
+    self.check_batch_size()
 
   def _read(self, reader: Reader):
     def read(indices):
@@ -74,10 +52,11 @@ class EncodedSource(Source):
   def epoch_dataset(self, epoch: int, first_batch: int) -> tf.data.Dataset:
     """This process's batches first_batch, first_batch + 1, ... of `epoch`."""
     b, spe = self.global_batch_size, self.steps_per_epoch
-    rows = self.epoch_order(epoch)[:spe * b].reshape(spe, b)[first_batch:, self._local_columns(b)]
+    columns = self.local_slice(b)
+    rows = self.epoch_order(epoch)[:spe * b].reshape(spe, b)[first_batch:, columns]
     # The seed of an example's augmentation: its position in the whole stream.
     positions = (epoch * spe * b + np.arange(first_batch, spe)[:, None] * b
-                 + np.arange(b)[self._local_columns(b)][None, :])
+                 + np.arange(b)[columns][None, :])
     read = self._read(self.read_train)
     size, color, seed, area = self.image_size, self.color_distortion, self.seed, self.min_crop_area
 
@@ -88,7 +67,7 @@ class EncodedSource(Source):
     ds = tf.data.Dataset.from_tensor_slices((rows, positions))
     ds = ds.map(lambda idx, pos: (*read(idx), pos)).unbatch()
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(b // self.process_count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
   def train_batches(self, start_step: int) -> Iterator[Batch]:
     epoch, first = divmod(start_step, self.steps_per_epoch)
@@ -101,7 +80,7 @@ class EncodedSource(Source):
   def eval_batches(self) -> Iterator[Batch]:
     b = self.eval_batch_size
     padded = -(-self.eval_size // b) * b
-    rows = np.arange(padded).reshape(-1, b)[:, self._local_columns(b)]
+    rows = np.arange(padded).reshape(-1, b)[:, self.local_slice(b)]
     mask = (rows < self.eval_size).astype(np.float32)
     read = self._read(self.read_eval)
     size = self.image_size

@@ -103,7 +103,8 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
     if not reader.paths:
       raise FileNotFoundError(f'No images ({", ".join(EXTENSIONS)}) under {where}/<class>/.')
   source = EncodedSource(
-      dataset_config.name, train, evaluation, train_size=len(train.paths),
+      name=dataset_config.name, read_train=train, read_eval=evaluation,
+      train_size=len(train.paths),
       eval_size=len(evaluation.paths), num_classes=len(classes),
       image_size=dataset_config.image_size, global_batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,

@@ -12,25 +12,16 @@ from inception_jax.data.base import Batch, Source, register
 IMAGENET_TRAIN_SIZE = 1_281_167
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class SyntheticSource(Source):
   image_size: int
   num_classes: int
-  global_batch_size: int
-  eval_batch_size: int
-  seed: int = 0
-  process_index: int = 0
-  process_count: int = 1
   name: str = 'synthetic'
   train_size: int = IMAGENET_TRAIN_SIZE
 
   def __post_init__(self):
     self.image_shape = (self.image_size, self.image_size, 3)
     self.eval_size = self.eval_batch_size
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.train_size // self.global_batch_size
 
   def _batch(self, key, size: int) -> Batch:
     rng = np.random.default_rng([self.seed, self.process_index, *key])
@@ -51,5 +42,7 @@ class SyntheticSource(Source):
 
 @register('synthetic')
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
-  return SyntheticSource(dataset_config.image_size, dataset_config.get('num_classes', 1000),
-                         batch_size, eval_batch_size, seed, process_index, process_count)
+  return SyntheticSource(image_size=dataset_config.image_size,
+                         num_classes=dataset_config.get('num_classes', 1000),
+                         global_batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count)

@@ -51,7 +51,7 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   evaluation = _data_source(name, eval_split, dataset_config.data_dir)
   offset = 1 if dataset_config.background_class else 0
   return EncodedSource(
-      name, _reader(train), _reader(evaluation), train_size=len(train),
+      name=name, read_train=_reader(train), read_eval=_reader(evaluation), train_size=len(train),
       eval_size=len(evaluation), num_classes=classes + offset,
       image_size=dataset_config.image_size, global_batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
