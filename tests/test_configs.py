@@ -37,7 +37,6 @@ def test_cifar10_config_rejects_an_unknown_model():
 
 
 def test_configs_are_locked_against_misspelt_fields():
-  from ml_collections import config_flags  # noqa: F401  (the flag locks configs; so do we)
   from configs import irv2
   config = irv2.get_config()
   config.lock()
