@@ -53,10 +53,6 @@ class TrainState:
 METRICS = ('loss', 'top1', 'learning_rate', 'grad_norm', 'count')
 
 
-class Preempted(Exception):
-  """Raised inside the loop once a preemption checkpoint is saved; the run then exits cleanly."""
-
-
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   """uint8 [0, 255] -> [-1, 1], on the device."""
   return (images.astype(dtype) / 127.5 - 1.0).astype(dtype)
@@ -93,8 +89,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def cross_entropy(logits, labels, num_classes, smoothing):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
-      jax.nn.one_hot(labels, num_classes)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
@@ -262,8 +257,9 @@ class Trainer:
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
     results = {}
-    variants = [('', state.ema_params)] if not self.config.ema_decay else \
-        [('', state.ema_params), ('raw_', state.params)]
+    variants = [('', state.ema_params)]
+    if self.config.ema_decay:  # without an average, ema_params are the raw parameters
+      variants.append(('raw_', state.params))
     for prefix, params in variants:
       sums = None
       for batch in self.source.eval_batches():
@@ -365,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           checkpointer.wait()
           writer.say(f'Preempted: saved {checkpointer.directory}/{done}; exiting. Rerun the same '
                      'command to resume.')
-          raise Preempted()
+          break
         if done % config.log_every_steps == 0 or done == num_steps:
           check_finite(done)
           sums = jax.device_get(state.metric_sums)
@@ -380,8 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if done % config.eval_every_steps == 0 or done == num_steps:
           last_eval = trainer.evaluate(state)
           writer.write(done, last_eval)
-  except Preempted:
-    pass
   finally:
     checkpointer.close()
     writer.close()
