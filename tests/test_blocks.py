@@ -79,3 +79,10 @@ def test_average_pool_excludes_padding():
   """TF's SAME average pool divides by the number of real pixels: a constant map stays constant."""
   x = jnp.ones((1, 4, 4, 1))
   assert jnp.allclose(OPS.pool(x, v4.AVG_POOL_3X3), 1.0)
+
+
+def test_average_pool_can_include_padding_as_pytorch_does():
+  """PyTorch's default (timm's Inception-v3): corners average 4 real pixels over 9 positions."""
+  pooled = Ops(avg_pool_include_pad=True).pool(jnp.ones((1, 4, 4, 1)), v4.AVG_POOL_3X3)[0, :, :, 0]
+  assert jnp.allclose(pooled[0, 0], 4 / 9) and jnp.allclose(pooled[0, 1], 6 / 9)
+  assert jnp.allclose(pooled[1:3, 1:3], 1.0)

@@ -35,6 +35,8 @@ class InceptionNetwork(nn.Module):
       at stride 1 and every VALID padding becomes SAME. Same variables as the full model.
     depth_multiplier: scales every conv's channel count, for small variants.
     repeats: blocks in each of the three grids (35x35, 17x17, 8x8); None keeps the architecture's.
+    avg_pool_include_pad: count padding in the blocks' 3x3 average pools, as PyTorch does by default
+      (timm's Inception-v3; needed for its outputs). TF-slim, Keras and timm's other models: no.
   """
   num_classes: int = 1000
   dropout_keep: float = 0.8
@@ -48,6 +50,7 @@ class InceptionNetwork(nn.Module):
   small_inputs: bool = False
   depth_multiplier: float = 1.0
   repeats: Optional[tuple[int, int, int]] = None
+  avg_pool_include_pad: bool = False
 
   default_size: ClassVar[int] = 299
   min_size: ClassVar[int] = 75
@@ -59,7 +62,7 @@ class InceptionNetwork(nn.Module):
   def ops(self) -> Ops:
     return Ops(dtype=self.dtype, bn_scale=self.bn_scale, bn_momentum=self.bn_momentum,
                bn_epsilon=self.bn_epsilon, depth_multiplier=self.depth_multiplier,
-               same_padding=self.small_inputs)
+               same_padding=self.small_inputs, avg_pool_include_pad=self.avg_pool_include_pad)
 
   @property
   def stem_stride(self) -> int:

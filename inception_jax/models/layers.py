@@ -38,7 +38,8 @@ class Conv:
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
-  """A max or average pool; average pools never count padded positions (TF semantics)."""
+  """A max or average pool. SAME average pools leave padded positions out of the mean (TF
+  semantics) unless the network's `Ops.avg_pool_include_pad` says otherwise."""
   op: str
   window: int = 3
   stride: int = 1
@@ -68,6 +69,8 @@ class Ops:
     min_depth: the fewest channels a conv keeps under `depth_multiplier`.
     same_padding: turn every VALID conv and pool of the network body into SAME (small-input mode;
       TF-slim calls this `align_feature_maps`).
+    avg_pool_include_pad: count padded zeros in SAME average pools (PyTorch's default, which timm's
+      Inception-v3 uses); TF, Keras and the other timm models leave them out.
   """
   dtype: Dtype = jnp.float32
   bn_scale: bool = False
@@ -76,6 +79,7 @@ class Ops:
   depth_multiplier: float = 1.0
   min_depth: int = 8
   same_padding: bool = False
+  avg_pool_include_pad: bool = False
 
   def depth(self, channels: int) -> int:
     if self.depth_multiplier == 1.0:
@@ -96,7 +100,7 @@ class Ops:
     padding = self.padding(spec.padding)
     if spec.op == 'max':
       return nn.max_pool(x, window, strides, padding)
-    return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+    return nn.avg_pool(x, window, strides, padding, count_include_pad=self.avg_pool_include_pad)
 
   def apply(self, layer: Union[Conv, Pool, Fork], x: jax.Array, train: bool) -> jax.Array:
     if isinstance(layer, Conv):
