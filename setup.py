@@ -15,6 +15,7 @@ setup(
     long_description=Path(__file__).with_name('README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['inception_jax', 'inception_jax.*']),
+    package_data={'inception_jax': ['imagenet_classes.tsv']},
     python_requires='>=3.10',
     install_requires=[
         'absl-py',
@@ -25,6 +26,7 @@ setup(
         'optax',
         'scikit-learn',  # its bundled digits are the embedded demo data
         'orbax-checkpoint',
+        'safetensors',  # reads timm's .safetensors weights without torch
         'tensorboard',
         'tensorflow-datasets',
         # tf.data only: a CPU build keeps TensorFlow off the accelerators that JAX owns.

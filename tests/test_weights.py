@@ -6,6 +6,7 @@ import pytest
 
 from inception_jax import weights
 from inception_jax.models import create
+from train_utils import assert_trees_equal
 
 
 def randomize_batchnorm_statistics(keras_model, rng):
@@ -39,20 +40,291 @@ def test_keras_rejects_a_model_it_does_not_have():
     weights.from_keras(None, 'inception_v4')
 
 
-def test_convert_command_writes_a_checkpoint_that_loads(tmp_path):
+def convert_command(*flags):
   import subprocess
   import sys
+  from train_utils import ROOT
+  return subprocess.run([sys.executable, '-m', 'inception_jax.convert', *flags], cwd=ROOT,
+                        capture_output=True, text=True, check=True)
+
+
+def test_convert_command_writes_a_checkpoint_that_loads(tmp_path):
   import keras
   from inception_jax import checkpoint
-  from train_utils import ROOT, assert_trees_equal
   keras.utils.set_random_seed(1)
   keras_model = keras.applications.InceptionV3(weights=None, classifier_activation=None)
   path = str(tmp_path / 'v3.keras')
   keras_model.save(path)
   output = str(tmp_path / 'converted')
-  result = subprocess.run([sys.executable, '-m', 'inception_jax.convert', '--source=keras',
-                           '--model=inception_v3', f'--input={path}', f'--output={output}'],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+  result = convert_command('--source=keras', '--model=inception_v3', f'--input={path}',
+                           f'--output={output}')
   assert 'Wrote inception_v3' in result.stdout
   loaded = jax.tree_util.tree_map(np.asarray, checkpoint.load_variables(output))
   assert_trees_equal(loaded, weights.from_keras(keras_model, 'inception_v3'))
+  info = checkpoint.read_model_info(output)
+  assert info['model'] == 'inception_v3' and info['classes'] == 'imagenet'
+  assert info['options'] == {'num_classes': 1000, 'aux_logits': False, 'bn_scale': False}
+
+
+# ------------------------------------------------------------------------------------------ timm
+
+def timm_layouts():
+  import gzip
+  import json
+  import os
+  with gzip.open(os.path.join(os.path.dirname(__file__), 'data', 'timm_layouts.json.gz'), 'rt') as f:
+    return json.load(f)
+
+
+def random_state_dict(layout, seed=0):
+  rng = np.random.default_rng(seed)
+  return {key: (np.asarray(7) if key.endswith('num_batches_tracked')
+                else rng.normal(size=shape).astype(np.float32)) for key, shape in layout}
+
+
+@pytest.mark.parametrize('name', weights.TIMM_MODELS)
+def test_timm_layout_converts_completely(name):
+  """timm's real names and shapes (recorded from timm by tests/data/make_timm_layouts.py)."""
+  from flax.traverse_util import flatten_dict
+  from inception_jax.models.summary import abstract_variables
+  state = random_state_dict(timm_layouts()[name])
+  variables = weights.from_timm(state, name)
+  options = weights.model_options(variables, name, 'timm')
+  assert options['bn_scale'] and options['num_classes'] == 1000
+  assert options['aux_logits'] == (name == 'inception_v3')
+  expected = flatten_dict(abstract_variables(create(name, **options), 299))
+  converted = flatten_dict(variables)
+  assert converted.keys() == expected.keys()
+  assert all(converted[k].shape == expected[k].shape for k in expected)
+  # Every source tensor lands somewhere, once (num_batches_tracked counters are not weights).
+  weights_in = [v for k, v in state.items() if not k.endswith('num_batches_tracked')]
+  assert len(weights_in) == len(converted)
+  assert sum(v.size for v in weights_in) == sum(v.size for v in converted.values())
+  first = {'inception_v4': 'features.0', 'inception_resnet_v2': 'conv2d_1a',
+           'inception_v3': 'Conv2d_1a_3x3'}[name]
+  np.testing.assert_array_equal(variables['params']['Conv2d_1a_3x3']['kernel'],
+                                state[f'{first}.conv.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(variables['batch_stats']['Conv2d_1a_3x3']['BatchNorm']['var'],
+                                state[f'{first}.bn.running_var'])
+
+
+def test_timm_v3_without_aux_head_and_errors():
+  state = {k: v for k, v in random_state_dict(timm_layouts()['inception_v3']).items()
+           if not k.startswith('AuxLogits.')}
+  variables = weights.from_timm(state, 'inception_v3')
+  assert not weights.model_options(variables, 'inception_v3', 'timm')['aux_logits']
+  with pytest.raises(weights.ConversionError, match=r'fit no layer.*extra\.weight'):
+    weights.from_timm({**state, 'extra.weight': np.zeros(3)}, 'inception_v3')
+  bad = dict(state, **{'Mixed_6b.branch7x7_2.conv.weight': np.zeros((128, 128, 7, 1), np.float32)})
+  with pytest.raises(weights.ConversionError, match=r'Mixed_6b.branch7x7_2 -> Mixed_6b/Branch_1/'
+                     r'Conv2d_0b_1x7/kernel: expected shape \(1, 7, 128, 128\), found '
+                     r'\(7, 1, 128, 128\)'):
+    weights.from_timm(bad, 'inception_v3')
+  missing = {k: v for k, v in state.items() if not k.startswith('Mixed_7c.branch_pool.')}
+  with pytest.raises(weights.ConversionError, match='Mixed_7c: ConvBN layers: the model has 9, '
+                     'timm has 8'):
+    weights.from_timm(missing, 'inception_v3')
+
+
+def test_timm_safetensors_file_needs_no_torch(tmp_path):
+  from safetensors.numpy import save_file
+  state = random_state_dict(timm_layouts()['inception_resnet_v2'], seed=3)
+  path = str(tmp_path / 'model.safetensors')
+  save_file({k: np.asarray(v) for k, v in state.items()}, path)
+  from_file = weights.from_timm(path, 'inception_resnet_v2')
+  assert_trees_equal(from_file, weights.from_timm(state, 'inception_resnet_v2'))
+
+
+def test_timm_pth_without_torch_says_so(tmp_path, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, 'torch', None)
+  with pytest.raises(ImportError, match='needs PyTorch'):
+    weights.from_timm(str(tmp_path / 'model.pth'), 'inception_v4')
+
+
+def randomize_torch_batchnorm(model, seed=0):
+  import torch
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5, generator=generator)
+        module.bias.normal_(0, 0.1, generator=generator)
+        module.running_mean.normal_(0, 0.1, generator=generator)
+        module.running_var.uniform_(0.5, 1.5, generator=generator)
+
+
+@pytest.mark.parametrize('name', weights.TIMM_MODELS)
+def test_timm_parity(name):
+  """Against timm itself: runs where torch and timm are installed (`pip install torch timm`)."""
+  torch = pytest.importorskip('torch', reason='timm parity needs torch and timm installed')
+  timm = pytest.importorskip('timm', reason='timm parity needs torch and timm installed')
+  torch.manual_seed(0)
+  kwargs = {'aux_logits': True} if name == 'inception_v3' else {}
+  timm_model = timm.create_model(name, pretrained=False, **kwargs).eval()
+  randomize_torch_batchnorm(timm_model)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = timm_model(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+  expected = [np.asarray(e) for e in (expected if isinstance(expected, tuple) else (expected,))]
+
+  variables = weights.from_timm(timm_model.state_dict(), name)
+  model = create(name, **weights.model_options(variables, name, 'timm'))
+  outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+  outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+  assert len(outputs) == len(expected)
+  for ours, theirs in zip(outputs, expected):
+    assert np.abs(np.asarray(ours) - theirs).max() / np.abs(theirs).max() < 1e-4
+    np.testing.assert_array_equal(np.asarray(ours).argmax(-1), theirs.argmax(-1))
+
+
+# --------------------------------------------------------------------------------------- TF-slim
+
+# Names read from TF-slim's nets/inception_{v4,resnet_v2,v3}.py, one per kind of layer.
+REAL_SLIM_NAMES = {
+    'inception_v4': ['InceptionV4/Conv2d_1a_3x3/weights', 'InceptionV4/Mixed_3a/Branch_1/Conv2d_0a_3x3/weights',
+                     'InceptionV4/Mixed_6h/Branch_2/Conv2d_0e_1x7/BatchNorm/moving_variance',
+                     'InceptionV4/Mixed_7d/Branch_2/Conv2d_0e_3x1/BatchNorm/beta',
+                     'InceptionV4/AuxLogits/Conv2d_2a/weights', 'InceptionV4/AuxLogits/Aux_logits/biases',
+                     'InceptionV4/Logits/Logits/weights'],
+    'inception_resnet_v2': ['InceptionResnetV2/Mixed_5b/Branch_3/Conv2d_0b_1x1/weights',
+                            'InceptionResnetV2/Repeat/block35_10/Conv2d_1x1/biases',
+                            'InceptionResnetV2/Repeat_1/block17_20/Branch_1/Conv2d_0c_7x1/weights',
+                            'InceptionResnetV2/Repeat_2/block8_9/Branch_1/Conv2d_0c_3x1/BatchNorm/moving_mean',
+                            'InceptionResnetV2/Block8/Conv2d_1x1/weights',
+                            'InceptionResnetV2/Conv2d_7b_1x1/BatchNorm/beta',
+                            'InceptionResnetV2/AuxLogits/Conv2d_2a_5x5/weights',
+                            'InceptionResnetV2/AuxLogits/Logits/weights',
+                            'InceptionResnetV2/Logits/Logits/biases'],
+    'inception_v3': ['InceptionV3/Mixed_5c/Branch_1/Conv_1_0c_5x5/weights',
+                     'InceptionV3/Mixed_6a/Branch_0/Conv2d_1a_1x1/weights',
+                     'InceptionV3/Mixed_7c/Branch_1/Conv2d_0c_3x1/weights',
+                     'InceptionV3/AuxLogits/Conv2d_2b_1x1/weights',
+                     'InceptionV3/Logits/Conv2d_1c_1x1/biases'],
+}
+
+
+def write_slim_checkpoint(prefix, variables, name, extra=None):
+  """A TF1 checkpoint (the format of TF-slim's releases) with TF-slim's variable names; TF-slim's
+  classifiers that are 1x1 convolutions get 4-D kernels."""
+  import tensorflow as tf
+  from flax.traverse_util import flatten_dict
+  tensors = {}
+  for path, value in flatten_dict(jax.tree_util.tree_map(np.asarray, variables)).items():
+    value = np.asarray(value)
+    slim = weights.slim_name(path[1:], name)
+    if path[-1] == 'kernel' and value.ndim == 2 and 'Conv2d' in slim:
+      value = value[None, None]
+    tensors[slim] = value
+  tensors.update(extra or {})
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[''] * len(tensors),
+                    tensors=[tf.constant(v) for v in tensors.values()])
+  return tensors
+
+
+@pytest.mark.parametrize('name', list(weights.SLIM_SCOPES))
+def test_slim_checkpoint_converts_with_and_without_background(tmp_path, name):
+  model = create(name, num_classes=1001, aux_logits=True)
+  variables = jax.jit(lambda: model.init(jax.random.key(1), np.zeros((1, 299, 299, 3), np.float32)))()
+  variables = jax.tree_util.tree_map(np.asarray, variables)
+  prefix = str(tmp_path / 'model.ckpt')
+  written = write_slim_checkpoint(prefix, variables, name, extra={
+      'global_step': np.asarray(10, np.int64),
+      f'{weights.SLIM_SCOPES[name]}/Conv2d_1a_3x3/weights/RMSProp': np.zeros((3, 3, 3, 32), np.float32)})
+  assert set(REAL_SLIM_NAMES[name]) <= set(written)
+
+  kept = weights.from_slim(prefix, name, background='keep')
+  assert_trees_equal(kept, variables)
+  dropped = weights.from_slim(str(tmp_path), name)  # the directory works too
+  options = weights.model_options(dropped, name, 'slim')
+  assert options == {'num_classes': 1000, 'aux_logits': True, 'bn_scale': False}
+  head = create(name).aux_names[1]
+  for scope in (['Logits'], ['AuxLogits', head]):
+    ours, theirs = dropped['params'], variables['params']
+    for s in scope:
+      ours, theirs = ours[s], theirs[s]
+    np.testing.assert_array_equal(ours['kernel'], theirs['kernel'][:, 1:])
+    np.testing.assert_array_equal(ours['bias'], theirs['bias'][1:])
+  assert 'AuxLogits' not in weights.from_slim(prefix, name, aux_logits=False)['params']
+
+  if name == 'inception_v3':  # outputs: the 1000 real classes of the 1001-way network
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
+    full = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
+    small = create(name, **options)
+    converted = jax.jit(lambda v, x: small.apply(v, x))(dropped, images)
+    for a, b in zip(converted, full):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b)[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_slim_moving_averages_leftovers_and_wrong_model(tmp_path):
+  name = 'inception_v3'
+  variables = jax.eval_shape(
+      lambda: create(name, num_classes=1001).init(jax.random.key(0), np.zeros((1, 299, 299, 3))))
+  variables = jax.tree_util.tree_map(lambda s: np.full(s.shape, 0.5, np.float32), variables)
+  average = np.full((1001,), 0.25, np.float32)
+  prefix = str(tmp_path / 'v3.ckpt')
+  write_slim_checkpoint(prefix, variables, name, extra={
+      'InceptionV3/Logits/Conv2d_1c_1x1/biases/ExponentialMovingAverage': average})
+  assert np.all(weights.from_slim(prefix, name)['params']['Logits']['bias'] == 0.25)
+  assert np.all(weights.from_slim(prefix, name, moving_averages=False)['params']['Logits']['bias'] == 0.5)
+  with pytest.raises(weights.ConversionError, match='has no InceptionV4/Logits/Logits/biases.*'
+                     'InceptionV3'):
+    weights.from_slim(prefix, 'inception_v4')
+
+  extra = str(tmp_path / 'extra.ckpt')
+  write_slim_checkpoint(extra, variables, name, extra={'InceptionV3/Mixed_8a/weights': average})
+  with pytest.raises(weights.ConversionError, match='fit no variable.*InceptionV3/Mixed_8a/weights'):
+    weights.from_slim(extra, name)
+  with pytest.raises(weights.ConversionError, match='no auxiliary head'):
+    weights.from_slim(prefix, name, aux_logits=True)
+
+
+def test_convert_slim_then_predict_images(tmp_path):
+  """The whole path a user takes: a TF-slim checkpoint -> convert -> predict on their images."""
+  import subprocess
+  import sys
+  import tensorflow as tf
+  from train_utils import ROOT
+  name = 'inception_v3'
+  model = create(name, num_classes=1001)
+  variables = jax.tree_util.tree_map(np.asarray, jax.jit(
+      lambda: model.init(jax.random.key(2), np.zeros((1, 299, 299, 3), np.float32)))())
+  prefix = str(tmp_path / 'slim' / 'inception_v3.ckpt')
+  write_slim_checkpoint(prefix, variables, name)
+  output = str(tmp_path / 'converted')
+  convert_command('--source=slim', f'--model={name}', f'--input={prefix}', f'--output={output}')
+
+  rng = np.random.default_rng(0)
+  images = {'photo.jpg': tf.io.encode_jpeg(rng.integers(0, 256, (320, 400, 3), np.uint8)),
+            'drawing.png': tf.io.encode_png(rng.integers(0, 256, (200, 180, 3), np.uint8))}
+  for file, data in images.items():
+    tf.io.write_file(str(tmp_path / file), data)
+  (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
+  files = [str(tmp_path / f) for f in ('photo.jpg', 'broken.jpg', 'drawing.png', 'missing.png')]
+  result = subprocess.run([sys.executable, '-m', 'inception_jax.predict', f'--checkpoint={output}',
+                           *files], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1, result.stderr
+  assert f'error: {files[1]}: cannot read it as an image' in result.stderr
+  assert f'error: {files[3]}: cannot read it as an image' in result.stderr
+  assert '2 of 4 images could not be read.' in result.stderr
+  lines = result.stdout.splitlines()
+  assert [l for l in lines if not l.startswith(' ')] == [files[0], files[2]]
+  from inception_jax import imagenet
+  known = set(imagenet.class_names())
+  for block in (lines[1:6], lines[7:12]):
+    probabilities = []
+    for rank, line in enumerate(block, 1):
+      number, percent, label = line.split(maxsplit=2)
+      assert number == f'{rank}.' and label.rsplit(' (', 1)[0] in known
+      probabilities.append(float(percent.rstrip('%')) / 100)
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
+
+
+def test_imagenet_class_names():
+  from inception_jax import imagenet
+  wnids = imagenet.wnids()
+  assert len(wnids) == len(set(wnids)) == 1000 and wnids == sorted(wnids)
+  names = imagenet.class_names()
+  assert (names[0], names[1], names[207], names[999]) == ('tench', 'goldfish', 'golden retriever',
+                                                          'toilet tissue')
+  assert imagenet.class_names(background=True) == ['background', *names]
