@@ -14,12 +14,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from inception_jax.data.encoded import EncodedSource  # noqa: E402
 
 

@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.scan_blocks = True  # scan identical blocks: same network, compiles several times faster
   config.model.remat = False  # recompute block activations in the backward pass to save memory
   config.model.aux_logits = False  # TF-slim's auxiliary head, weighted by aux_loss_weight
-  config.model.bn_scale = False  # learn BatchNorm gamma (TF-slim: no)
+  config.model.bn_scale = False  # learn BatchNorm gamma (TF-slim: no; timm weights: yes)
+  config.model.avg_pool_include_pad = False  # count padding in 3x3 avg pools (timm's v3 weights)
   config.model.bn_momentum = 0.9997  # decay of BatchNorm's moving averages (TF-slim)
   config.model.dropout_keep = 0.8  # paper: keep probability 0.8 before the classifier
   config.model.small_inputs = False  # small-image stem (CIFAR-10 32x32)

@@ -9,6 +9,7 @@ checkpoint under a step's name. A checkpoint that fails to restore is moved to
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -17,6 +18,10 @@ from typing import Any, Optional
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+import tensorflow as tf
+
+# Beside a converted checkpoint or in a training workdir: what network the variables are for.
+MODEL_INFO = 'model.json'
 
 
 class Checkpointer:
@@ -72,17 +77,40 @@ class Checkpointer:
     self._manager.close()
 
 
-def save_variables(path: str, variables: Any) -> None:
-  """Writes a model's `variables` ({'params', 'batch_stats'}) as one Orbax checkpoint."""
+def write_model_info(directory: str, info: dict) -> None:
+  """Records which network a checkpoint holds: `{'model': name, 'options': {...create options},
+  'image_size': int, 'classes': 'imagenet' | 'imagenet+background' | [names] | None, ...}`."""
+  tf.io.gfile.makedirs(directory)
+  with tf.io.gfile.GFile(os.path.join(directory, MODEL_INFO), 'w') as f:
+    f.write(json.dumps(info, indent=1, sort_keys=True))
+
+
+def read_model_info(path: str) -> Optional[dict]:
+  """The `write_model_info` record of a converted checkpoint, a workdir or one of its steps."""
+  path = os.path.abspath(path)
+  for directory in (path, os.path.dirname(os.path.dirname(path))):
+    name = os.path.join(directory, MODEL_INFO)
+    if tf.io.gfile.exists(name):
+      with tf.io.gfile.GFile(name) as f:
+        return json.load(f)
+  return None
+
+
+def save_variables(path: str, variables: Any, info: Optional[dict] = None) -> None:
+  """Writes a model's `variables` ({'params', 'batch_stats'}) as one Orbax checkpoint, with the
+  `write_model_info` record `info` beside them when given."""
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.abspath(path), variables, force=True)
+  if info is not None:
+    write_model_info(path, info)
 
 
-def load_variables(path: str) -> Any:
+def load_variables(path: str, ema: bool = False) -> Any:
   """Reads variables written by `save_variables`, or the latest train state of a workdir, as numpy.
 
   `path` is a directory from `save_variables` / `inception_jax.convert`, a training workdir, or one
-  step of its checkpoints (`WORKDIR/checkpoints/<step>`).
+  step of its checkpoints (`WORKDIR/checkpoints/<step>`). From a train state, `ema` takes the
+  moving average of the parameters (what evaluation reports) instead of the raw ones.
   """
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
@@ -92,7 +120,8 @@ def load_variables(path: str) -> Any:
     path = os.path.join(path, 'checkpoints', str(max(steps)))
   if os.path.isdir(os.path.join(path, 'state')):
     state = _restore_on_host(os.path.join(path, 'state'))
-    return {'params': state['params'], 'batch_stats': state['batch_stats']}
+    params = state['ema_params'] if ema and state.get('ema_params') else state['params']
+    return {'params': params, 'batch_stats': state['batch_stats']}
   if not os.path.isdir(path):
     raise FileNotFoundError(f'No checkpoint at {path}: config.init_from takes a directory written '
                             'by `python -m inception_jax.convert` or a training workdir.')

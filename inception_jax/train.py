@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import math
 import signal
 import time
@@ -24,7 +25,6 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import optax
 
 from inception_jax import checkpoint as ckpt
 from inception_jax import optim
@@ -32,38 +32,17 @@ from inception_jax.data import create_source
 from inception_jax.metrics import MetricWriter
 from inception_jax.models import create, model_class, stack_blocks, unstack_blocks
 from inception_jax.models.scan import SEPARATOR
+# Re-exported: the training job's step functions live in steps.py (no TensorFlow there).
+from inception_jax.steps import (METRICS, TrainState, create_train_state, eval_step,
+                                 init_variables, model_options, train_step)
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  ema_params: Any
-  # The first step whose loss or gradients were not finite, -1 while all were.
-  nonfinite_step: jax.Array
-  # Training metrics summed since the last log line; checkpointed so a resumed run logs the same.
-  metric_sums: dict[str, jax.Array]
-
-  def reset_metrics(self) -> 'TrainState':
-    return self.replace(metric_sums=jax.tree_util.tree_map(jnp.zeros_like, self.metric_sums))
-
-
-METRICS = ('loss', 'top1', 'learning_rate', 'grad_norm', 'count')
-
-
-def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
-  """uint8 [0, 255] -> [-1, 1], on the device."""
-  return (images.astype(dtype) / 127.5 - 1.0).astype(dtype)
-
-
-def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
-  options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
-  if 'residual_scale' in options and not hasattr(model_class(config.model.name), 'scales'):
-    raise ValueError(f'config.model.residual_scale applies to Inception-ResNet models only, not '
-                     f'{config.model.name}; unset it.')
-  return dict(options, num_classes=num_classes)
+def model_info(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
+  """What `inception_jax.predict` needs to rebuild the network of a workdir (see checkpoint)."""
+  options = model_options(config, source.num_classes)
+  return {'model': config.model.name, 'options': json.loads(json.dumps(options, default=str)),
+          'image_size': source.image_shape[0], 'classes': source.classes,
+          'source': f'trained on {config.dataset.name}'}
 
 
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -86,77 +65,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{field}={config[field]} must be positive.')
   if config.num_train_steps is None and config.num_epochs <= 0:
     raise ValueError('Set config.num_train_steps or a positive config.num_epochs.')
-
-
-def cross_entropy(logits, labels, num_classes, smoothing):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
-
-
-def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, config):
-  rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-  images = normalize(batch['image'], model.dtype)
-  labels = batch['label']
-  # Examples a source could not read (mask 0) stay in the batch but out of the loss and metrics.
-  mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
-  mean = lambda x: jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-  def loss_fn(params):
-    outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                    train=True, mutable=['batch_stats'], rngs={'dropout': rng})
-    logits, aux = outputs if model.aux_logits else (outputs, None)
-    loss = mean(cross_entropy(logits, labels, model.num_classes, config.label_smoothing))
-    total = loss
-    if aux is not None:
-      total += config.aux_loss_weight * mean(cross_entropy(
-          aux, labels, model.num_classes, config.label_smoothing))
-    return total, (loss, logits, new_vars['batch_stats'])
-
-  (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  if config.ema_decay:
-    decay = optim.ema_decay(config.ema_decay, state.step)
-    ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
-  else:
-    ema = params
-  grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
-  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
-                             state.nonfinite_step)
-  metrics = {'loss': loss, 'top1': mean(jnp.argmax(logits, -1) == labels),
-             'learning_rate': schedule(state.step), 'grad_norm': grad_norm, 'count': 1.0}
-  sums = {k: state.metric_sums[k] + metrics[k] for k in METRICS}
-  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                    opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step,
-                    metric_sums=sums)
-
-
-def eval_step(params, batch_stats, batch, *, model: nn.Module):
-  outputs = model.apply({'params': params, 'batch_stats': batch_stats},
-                        normalize(batch['image'], model.dtype), train=False)
-  logits = outputs[0] if model.aux_logits else outputs
-  labels, mask = batch['label'], batch['mask']
-  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  return {
-      'loss': jnp.sum(cross_entropy(logits, labels, model.num_classes, 0.0) * mask),
-      'top1': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-      'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
-      'count': jnp.sum(mask),
-  }
-
-
-def init_variables(model: nn.Module, image_shape, seed: int):
-  return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), model.dtype), train=False)
-
-
-def create_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
-                    metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
 
 
 def merge_pretrained(variables, loaded, model: nn.Module):
@@ -234,7 +142,22 @@ class Trainer:
       return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx)
     return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
 
+  def check_pretrained_info(self, path: str) -> None:
+    """Names the config fields to change when `path`'s record says its network differs."""
+    info = ckpt.read_model_info(path)
+    if info is None:
+      return
+    if info.get('model') not in (None, self.config.model.name):
+      raise ValueError(f'config.init_from={path} holds {info["model"]} weights, but '
+                       f'config.model.name is {self.config.model.name}.')
+    fixes = [f'config.model.{k}={v}' for k, v in info.get('options', {}).items()
+             if k in ('bn_scale', 'avg_pool_include_pad') and v != getattr(self.model, k)]
+    if fixes:
+      raise ValueError(f'config.init_from={path} was built with other model options; set '
+                       f'{", ".join(fixes)} (e.g. --config.{fixes[0][7:]}).')
+
   def pretrained_state(self, path: str) -> TrainState:
+    self.check_pretrained_info(path)
     # Merged on the host (every process computes the same values), then replicated by the jit.
     fresh = jax.device_get(jax.jit(
         lambda: init_variables(self.model, self.source.image_shape, self.config.seed))())
@@ -309,6 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract = jax.eval_shape(trainer.initial_state)
   abstract = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.replicated), abstract)
+  if jax.process_index() == 0:
+    ckpt.write_model_info(workdir, model_info(config, trainer.source))
   restored = checkpointer.restore_latest(abstract)
   if restored is not None:
     start, state, data_state = restored

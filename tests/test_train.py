@@ -14,7 +14,7 @@ import pytest
 
 from configs import demo
 from inception_jax import train
-from inception_jax.models import create
+from inception_jax.models import create, unstack_blocks
 from train_utils import (ROOT, assert_trees_equal, command, environment, final_variables, losses,
                          metrics, run, tiny_config)
 
@@ -225,3 +225,46 @@ def test_bfloat16_training_keeps_float32_state(tmp_path):
   assert all(np.isfinite(loss) for _, loss in losses(str(tmp_path)))
   variables = final_variables(str(tmp_path))
   assert {x.dtype for x in jax.tree_util.tree_leaves(variables)} == {np.dtype('float32')}
+
+
+def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
+  """The workdir's model.json names the network and the digits' classes; predict uses the EMA."""
+  import tensorflow as tf
+  from inception_jax import checkpoint as ckpt
+  from inception_jax import predict
+  from inception_jax.data import digits
+  info = ckpt.read_model_info(straight)
+  assert info['model'] == 'inception_resnet_v2' and info['classes'] == [str(d) for d in range(10)]
+  images, labels = digits.load(16)
+  paths = []
+  for i in range(4):
+    paths.append(str(tmp_path / f'digit{labels[i]}_{i}.png'))
+    tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
+  predictor = predict.Predictor(straight)
+  ema = ckpt.load_variables(straight, ema=True)['params']
+  assert_trees_equal(jax.device_get(predictor.variables['params']),
+                     unstack_blocks(jax.tree_util.tree_map(np.asarray, ema)))
+  batch = np.stack([predictor.preprocess(open(p, 'rb').read()) for p in paths])
+  assert batch.shape == (4, 16, 16, 3) and -1 <= batch.min() and batch.max() <= 1
+  tops = predictor.top(batch, k=3, batch=8)
+  assert len(tops) == 4
+  for top in tops:
+    assert len(top) == 3 and {name for name, _ in top} <= set(info['classes'])
+    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+    assert 0 < sum(p for _, p in top) <= 1 + 1e-6
+
+
+def test_init_from_names_the_options_a_converted_checkpoint_needs(tmp_path):
+  from inception_jax import checkpoint as ckpt
+  trainer = train.Trainer(tiny_config(num_train_steps=1), str(tmp_path / 'work'))
+  converted = str(tmp_path / 'converted')
+  ckpt.write_model_info(converted, {'model': 'inception_resnet_v2',
+                                    'options': {'bn_scale': True, 'num_classes': 1000,
+                                                'avg_pool_include_pad': True}})
+  with pytest.raises(ValueError, match=r'set config.model.avg_pool_include_pad=True, config.model.'
+                     r'bn_scale=True \(e.g. --config.model.avg_pool_include_pad=True\)'):
+    trainer.pretrained_state(converted)
+  ckpt.write_model_info(converted, {'model': 'inception_v4', 'options': {}})
+  with pytest.raises(ValueError, match='holds inception_v4 weights, but config.model.name is '
+                     'inception_resnet_v2'):
+    trainer.pretrained_state(converted)

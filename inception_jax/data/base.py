@@ -33,6 +33,9 @@ class Source(abc.ABC):
   image_shape: tuple[int, int, int] = dataclasses.field(init=False, default=(0, 0, 0))
   train_size: int = dataclasses.field(init=False, default=0)
   eval_size: int = dataclasses.field(init=False, default=0)
+  # Names of the classes by label, 'imagenet' / 'imagenet+background' (see inception_jax.imagenet),
+  # or None when unknown; recorded with checkpoints for `inception_jax.predict`.
+  classes: Any = dataclasses.field(init=False, default=None)
 
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:

@@ -30,8 +30,10 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   images, labels = load(dataset_config.image_size)
   order = np.random.default_rng(0).permutation(len(images))  # fixed split, whatever the seed
   eval_rows, train_rows = order[:EVAL_SIZE], order[EVAL_SIZE:]
-  return ArraySource(name='digits', train_images=images[train_rows],
-                     train_labels=labels[train_rows], eval_images=images[eval_rows],
-                     eval_labels=labels[eval_rows], num_classes=10, global_batch_size=batch_size,
-                     eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
-                     process_count=process_count)
+  source = ArraySource(name='digits', train_images=images[train_rows],
+                       train_labels=labels[train_rows], eval_images=images[eval_rows],
+                       eval_labels=labels[eval_rows], num_classes=10, global_batch_size=batch_size,
+                       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
+                       process_count=process_count)
+  source.classes = [str(digit) for digit in range(10)]
+  return source

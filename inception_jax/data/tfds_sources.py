@@ -11,13 +11,15 @@ import numpy as np
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
 
+CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                   'truck']
 SPECS = {
-    # name: (train split, eval split, classes, how to prepare it)
-    'imagenet2012': ('train', 'validation', 1000,
+    # name: (train split, eval split, class names, how to prepare it)
+    'imagenet2012': ('train', 'validation', 'imagenet',
                      'download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into MANUAL_DIR, '
                      'then run: tfds build imagenet2012 --manual_dir=MANUAL_DIR --data_dir={data_dir} '
                      '--file_format=array_record'),
-    'cifar10': ('train', 'test', 10,
+    'cifar10': ('train', 'test', CIFAR10_CLASSES,
                 'run (downloads 163 MB): tfds build cifar10 --data_dir={data_dir} '
                 '--file_format=array_record'),
 }
@@ -50,14 +52,20 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   train = _data_source(name, train_split, dataset_config.data_dir)
   evaluation = _data_source(name, eval_split, dataset_config.data_dir)
   offset = 1 if dataset_config.background_class else 0
-  return EncodedSource(
+  if classes == 'imagenet':
+    num_classes, recorded = 1000 + offset, 'imagenet+background' if offset else 'imagenet'
+  else:
+    num_classes, recorded = len(classes) + offset, ['background'] * offset + classes
+  source = EncodedSource(
       name=name, read_train=_reader(train), read_eval=_reader(evaluation), train_size=len(train),
-      eval_size=len(evaluation), num_classes=classes + offset,
+      eval_size=len(evaluation), num_classes=num_classes,
       image_size=dataset_config.image_size, global_batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
       process_count=process_count,
       color_distortion=dataset_config.color_distortion,
       min_crop_area=dataset_config.min_crop_area, label_offset=offset)
+  source.classes = recorded
+  return source
 
 
 for _name in SPECS:

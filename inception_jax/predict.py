@@ -1,0 +1,139 @@
+"""Classifies images with a checkpoint: the top classes with names and probabilities.
+
+    python -m inception_jax.predict --checkpoint=/path/to/irv2_timm cat.jpg dog.png
+    python -m inception_jax.predict --checkpoint=WORKDIR --model=inception_v3 photos/*.jpg
+
+`--checkpoint` is a directory written by `python -m inception_jax.convert` or a training workdir
+(its latest checkpoint, with the moving average of the parameters that evaluation reports). Their
+`model.json` says which network and classes they hold; without one, pass `--model`, and a 1000- or
+1001-way head is taken to be ImageNet's. Images get the evaluation preprocessing: central 87.5%
+crop, bilinear resize to the model's size, scaled to [-1, 1]. An image that cannot be read is
+reported on stderr and the others are still classified; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+# Options that change how a network computes, not what it is: predict runs float32, unrolled.
+RUNTIME_OPTIONS = ('dtype', 'scan_blocks', 'remat', 'aux_logits')
+
+
+def class_names(classes, num_classes: int) -> list[str]:
+  """Names for the `num_classes` outputs, from a model record's `classes` entry."""
+  from inception_jax import imagenet
+  if classes is None and num_classes in (1000, 1001):
+    classes = 'imagenet' if num_classes == 1000 else 'imagenet+background'
+  if classes in ('imagenet', 'imagenet+background'):
+    names = imagenet.class_names(background=classes.endswith('background'))
+    wnids = ([imagenet.BACKGROUND] if classes.endswith('background') else []) + imagenet.wnids()
+    names = [n if n == w else f'{n} ({w})' for n, w in zip(names, wnids)]
+  elif classes is None:
+    names = [f'class {i}' for i in range(num_classes)]
+  else:
+    names = [str(c) for c in classes]
+  if len(names) != num_classes:
+    raise ValueError(f'The checkpoint\'s record names {len(names)} classes but its classifier has '
+                     f'{num_classes} outputs.')
+  return names
+
+
+class Predictor:
+  """A network and its variables, ready to classify encoded images."""
+
+  def __init__(self, checkpoint: str, model: Optional[str] = None):
+    import jax
+    from inception_jax import checkpoint as ckpt
+    from inception_jax import weights
+    from inception_jax.models import create, unstack_blocks
+
+    info = ckpt.read_model_info(checkpoint) or {}
+    name = model or info.get('model')
+    if not name:
+      raise ValueError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '
+                       'pass --model (e.g. --model=inception_resnet_v2).')
+    variables = unstack_blocks(ckpt.load_variables(checkpoint, ema=True))
+    variables = {'params': {k: v for k, v in variables['params'].items() if k != 'AuxLogits'},
+                 'batch_stats': {k: v for k, v in variables.get('batch_stats', {}).items()
+                                 if k != 'AuxLogits'}}
+    options = dict(info.get('options') or weights.model_options(variables, name, source=''))
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
+               if k not in RUNTIME_OPTIONS}
+    self.model = create(name, **options)
+    self.image_size = int(info.get('image_size') or self.model.default_size)
+    num_classes = np.shape(variables['params']['Logits']['bias'])[0]
+    self.names = class_names(info.get('classes'), num_classes)
+    self.variables = jax.device_put(variables)
+    self._probabilities = jax.jit(
+        lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False), axis=-1))
+
+  def preprocess(self, encoded: bytes) -> np.ndarray:
+    """Encoded JPEG/PNG/GIF/BMP bytes -> a float32 [size, size, 3] image in [-1, 1]."""
+    from inception_jax.data import preprocessing
+    image = preprocessing.eval_image(encoded, self.image_size).numpy()
+    return image.astype(np.float32) / 127.5 - 1.0
+
+  def top(self, images: np.ndarray, k: int = 5, batch: int = 0) -> list[list[tuple[str, float]]]:
+    """The `k` most probable classes of each image, as (name, probability), most probable first.
+    `batch` pads the images to that many, so that every call compiles to the same program."""
+    padded = np.zeros((max(batch, len(images)), *images.shape[1:]), np.float32)
+    padded[:len(images)] = images
+    probabilities = np.asarray(self._probabilities(self.variables, padded))[:len(images)]
+    order = np.argsort(-probabilities, axis=-1)[:, :k]
+    return [[(self.names[i], float(p[i])) for i in row] for row, p in zip(order, probabilities)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--checkpoint', required=True,
+                      help='directory from inception_jax.convert, or a training workdir')
+  parser.add_argument('--model', help='network name, when the checkpoint has no model.json')
+  parser.add_argument('--top', type=int, default=5, help='classes to print per image')
+  parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
+  parser.add_argument('images', nargs='+', metavar='IMAGE')
+  args = parser.parse_args(argv)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if not os.path.isdir(args.checkpoint):
+    parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')  # JAX owns the accelerators
+  predictor = Predictor(args.checkpoint, args.model)
+
+  failed = 0
+  ready: list[tuple[str, np.ndarray]] = []
+
+  batch = max(1, min(args.batch, len(args.images)))
+
+  def flush():
+    if ready:
+      images = np.stack([image for _, image in ready])
+      for (path, _), top in zip(ready, predictor.top(images, args.top, batch)):
+        print(path)
+        for rank, (name, p) in enumerate(top, 1):
+          print(f'  {rank}. {100 * p:6.2f}%  {name}')
+      ready.clear()
+
+  for path in args.images:
+    try:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        ready.append((path, predictor.preprocess(f.read())))
+    except (tf.errors.OpError, OSError, ValueError) as e:
+      failed += 1
+      reason = getattr(e, 'message', None) or str(e)
+      print(f'error: {path}: cannot read it as an image ({type(e).__name__}: '
+            f'{reason.splitlines()[0] if reason else "unknown"})', file=sys.stderr)
+    if len(ready) == batch:
+      flush()
+  flush()
+  if failed:
+    print(f'{failed} of {len(args.images)} images could not be read.', file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
