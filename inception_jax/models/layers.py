@@ -9,17 +9,93 @@ a checkpoint maps onto our variables name by name.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import Any, Sequence, Union
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 Kernel = Union[int, tuple[int, int]]
 
 # TF-slim's inception_arg_scope initialises convolutions with He (fan-in) scaling.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal')
+
+
+_NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         preferred_element_type=None):
+  """`jax.lax.conv_general_dilated`, with a hand-written gradient for plain stride-1 NHWC/HWIO
+  convolutions on CPU (every conv inside the scanned blocks).
+
+  JAX's own gradient relabels dimensions instead of transposing. XLA:CPU turns such convolutions
+  back into the layout its fast (Eigen) kernels take, except inside while loops (`nn.scan`), where
+  they fall to a generic kernel: the kernel gradient of a 17x17x256 3x3 conv ran 35x slower
+  (benchmarks/BENCHMARKS.md). Written with explicit transposes, the gradients are the same numbers
+  and stay on the fast path. Other backends and other convolutions use JAX's gradient.
+  """
+  plain = (tuple(window_strides) == (1, 1) and all(d == 1 for d in (lhs_dilation or ()))
+           and all(d == 1 for d in (rhs_dilation or ())) and feature_group_count == 1
+           and precision is None and preferred_element_type is None and lhs.ndim == 4
+           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+           == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_HWIO)
+           and jax.default_backend() == 'cpu')
+  if not plain:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        precision=precision, preferred_element_type=preferred_element_type)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  return _conv_stride_1(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_stride_1(x, kernel, pads):
+  return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_NHWC_HWIO)
+
+
+def _conv_stride_1_fwd(x, kernel, pads):
+  return _conv_stride_1(x, kernel, pads), (x, kernel)
+
+
+def _conv_stride_1_bwd(pads, residuals, dy):
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  (top, bottom), (left, right) = pads
+  if (kh, kw) == (1, 1) and pads == ((0, 0), (0, 0)):  # matrix products over the channels
+    dx = jnp.einsum('nhwo,io->nhwi', dy, kernel[0, 0])
+    return dx, jnp.einsum('nhwi,nhwo->io', x, dy)[None, None]
+  # dx: the output gradient convolved with the spatially flipped kernel, in and out swapped.
+  flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+  dx = lax.conv_general_dilated(dy, flipped, (1, 1),
+                                ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+                                dimension_numbers=_NHWC_HWIO)
+  # dkernel: channels as the batch, the batch as the features, the output gradient as the kernel.
+  dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
+                                (1, 1), pads, dimension_numbers=_NHWC_HWIO)
+  return dx, jnp.transpose(dk, (1, 2, 0, 3))
+
+
+_conv_stride_1.defvjp(_conv_stride_1_fwd, _conv_stride_1_bwd)
+
+
+@functools.lru_cache(maxsize=None)
+def _window_counts(size, window, strides, padding) -> np.ndarray:
+  """How many input pixels (not padding) each output position of a pool averages, [H, W]."""
+  per_axis = []
+  for n, w, s, (low, high) in zip(size, window, strides,
+                                  lax.padtype_to_pads(size, window, strides, padding)):
+    starts = np.arange(0, n + low + high - w + 1, s) - low
+    per_axis.append(np.minimum(starts + w, n) - np.maximum(starts, 0))
+  return np.outer(*per_axis).astype(np.float32)
 
 
 def _pair(k: Kernel) -> tuple[int, int]:
@@ -100,7 +176,12 @@ class Ops:
     padding = self.padding(spec.padding)
     if spec.op == 'max':
       return nn.max_pool(x, window, strides, padding)
-    return nn.avg_pool(x, window, strides, padding, count_include_pad=self.avg_pool_include_pad)
+    summed = nn.pooling.pool(x, 0.0, lax.add, window, strides, padding)
+    if self.avg_pool_include_pad or padding == 'VALID':
+      return summed / math.prod(window)
+    # Real pixels under each window: a constant of the shapes (flax recounts it on every call).
+    counts = _window_counts(x.shape[1:3], window, strides, padding)
+    return summed / jnp.asarray(counts, summed.dtype)[None, :, :, None]
 
   def apply(self, layer: Union[Conv, Pool, Fork], x: jax.Array, train: bool) -> jax.Array:
     if isinstance(layer, Conv):
@@ -126,9 +207,8 @@ class ConvBN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     kernel = self.param('kernel', conv_init, (*self.kernel, x.shape[-1], self.features), jnp.float32)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.ops.dtype)
-    y = jax.lax.conv_general_dilated(
-        x, kernel, (self.stride, self.stride), self.padding,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = conv_general_dilated(x, kernel, (self.stride, self.stride), self.padding,
+                             dimension_numbers=_NHWC_HWIO)
     y = nn.BatchNorm(use_running_average=not train, momentum=self.ops.bn_momentum,
                      epsilon=self.ops.bn_epsilon, use_scale=self.ops.bn_scale,
                      dtype=self.ops.dtype, name='BatchNorm')(y)
@@ -183,7 +263,7 @@ class Residual(Mixed):
 
   def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
     up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.ops.dtype, kernel_init=conv_init,
-                 name='Conv2d_1x1')(mixed)
+                 conv_general_dilated=conv_general_dilated, name='Conv2d_1x1')(mixed)
     x = x + self.scale * up
     return nn.relu(x) if self.activation else x
 
