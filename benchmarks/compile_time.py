@@ -18,10 +18,14 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from inception_jax import xla  # noqa: E402
+
+xla.use_cpu_defaults()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
 from configs import default  # noqa: E402
 from inception_jax import optim, train  # noqa: E402
 from inception_jax.models import create  # noqa: E402

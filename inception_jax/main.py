@@ -27,6 +27,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from inception_jax import xla
+  xla.use_cpu_defaults()  # before JAX starts its backends
   # tf.data runs on the host only: keep TensorFlow off the GPUs/TPUs that JAX owns.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf

@@ -98,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from inception_jax import xla
+  xla.use_cpu_defaults()
   if not os.path.isdir(args.checkpoint):
     parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
   import tensorflow as tf

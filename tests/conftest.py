@@ -3,7 +3,10 @@
 import os
 import tempfile
 
-import jax
+from inception_jax import xla
+
+xla.use_cpu_defaults()  # the programs' own XLA:CPU settings, before JAX starts (subprocesses inherit)
+import jax  # noqa: E402
 
 CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                               os.path.join(tempfile.gettempdir(), 'inception_jax_test_xla_cache'))
