@@ -204,6 +204,16 @@ REAL_SLIM_NAMES = {
 }
 
 
+def random_variables(model, seed):
+  """Random values in the shapes of the model's variables (no compilation: fast on CPU)."""
+  from inception_jax.models.summary import abstract_variables
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, s: (rng.uniform(0.5, 1.5, s.shape) if path[-1].key == 'var' else
+                       rng.normal(0, 0.05, s.shape)).astype(np.float32),
+      abstract_variables(model, 299))
+
+
 def write_slim_checkpoint(prefix, variables, name, extra=None):
   """A TF1 checkpoint (the format of TF-slim's releases) with TF-slim's variable names; TF-slim's
   classifiers that are 1x1 convolutions get 4-D kernels."""
@@ -225,8 +235,7 @@ def write_slim_checkpoint(prefix, variables, name, extra=None):
 @pytest.mark.parametrize('name', list(weights.SLIM_SCOPES))
 def test_slim_checkpoint_converts_with_and_without_background(tmp_path, name):
   model = create(name, num_classes=1001, aux_logits=True)
-  variables = jax.jit(lambda: model.init(jax.random.key(1), np.zeros((1, 299, 299, 3), np.float32)))()
-  variables = jax.tree_util.tree_map(np.asarray, variables)
+  variables = random_variables(model, seed=1)
   prefix = str(tmp_path / 'model.ckpt')
   written = write_slim_checkpoint(prefix, variables, name, extra={
       'global_step': np.asarray(10, np.int64),
@@ -286,9 +295,7 @@ def test_convert_slim_then_predict_images(tmp_path):
   import tensorflow as tf
   from train_utils import ROOT
   name = 'inception_v3'
-  model = create(name, num_classes=1001)
-  variables = jax.tree_util.tree_map(np.asarray, jax.jit(
-      lambda: model.init(jax.random.key(2), np.zeros((1, 299, 299, 3), np.float32)))())
+  variables = random_variables(create(name, num_classes=1001), seed=2)
   prefix = str(tmp_path / 'slim' / 'inception_v3.ckpt')
   write_slim_checkpoint(prefix, variables, name)
   output = str(tmp_path / 'converted')
