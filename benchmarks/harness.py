@@ -1,0 +1,275 @@
+"""What train_step.py and inference.py share: arguments, our model and timm's, interleaved timing,
+memory, FLOPs and MFU, and the report (a table, then one JSON object per configuration).
+
+Timing: after warm-up, `--runs` timed runs of `--iters` calls each; within every run the
+implementations take turns (the order alternates from run to run), so drift of the machine's speed
+hits both alike. Images/s are medians over the runs; `ratio` is ours/timm of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+# The GPU is shared with PyTorch in --compare-timm runs: JAX must not grab 75% of it up front.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from inception_jax import xla  # noqa: E402
+
+xla.use_cpu_defaults()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import default  # noqa: E402
+from inception_jax import optim, steps  # noqa: E402
+from inception_jax.models import create  # noqa: E402
+from inception_jax.models.summary import count_macs  # noqa: E402
+
+# Dense bfloat16 peak TFLOP/s by device kind (vendor data sheets; SXM parts).
+PEAK_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'L4': 121.0,
+                    'TPU v4': 275.0, 'TPU v5 lite': 197.0, 'TPU v5e': 197.0, 'TPU v5p': 459.0,
+                    'TPU v6 lite': 918.0}
+
+
+def arguments(description: str) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--model', default='inception_resnet_v2', help='a name from list_models()')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--image-size', type=int, default=299)
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  parser.add_argument('--depth-multiplier', type=float, default=1.0,
+                      help='narrower variants (tests use tiny ones)')
+  parser.add_argument('--repeats', default=None, help='blocks per grid, e.g. 1,1,1 (default: all)')
+  parser.add_argument('--unrolled', action='store_true',
+                      help='unroll the blocks instead of scanning them (the training default)')
+  parser.add_argument('--runs', type=int, default=5, help='timed runs; the median is reported')
+  parser.add_argument('--iters', type=int, default=3, help='calls per timed run')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
+  parser.add_argument('--peak-tflops', type=float, default=None,
+                      help='peak FLOP/s of the device in TFLOP/s, for MFU; known GPUs/TPUs default '
+                           'to their dense bfloat16 peak')
+  parser.add_argument('--compare-timm', action='store_true',
+                      help="time timm's same model in the same process (needs torch and timm)")
+  parser.add_argument('--timm-compile', action='store_true',
+                      help='run timm under torch.compile (default: eager, as most users run it)')
+  parser.add_argument('--json', action='store_true',
+                      help='end with one JSON object per measured configuration')
+  args = parser.parse_args()
+  missing = [m for m in ('torch', 'timm') if importlib.util.find_spec(m) is None]
+  if args.compare_timm and missing:
+    parser.error(f'--compare-timm needs torch and timm installed; missing: {", ".join(missing)}.')
+  if args.compare_timm and (args.depth_multiplier != 1.0 or args.repeats):
+    parser.error('--compare-timm times timm\'s full network; drop --depth-multiplier and --repeats.')
+  return args
+
+
+def ours(args, train: bool):
+  """Our jitted step (training: the job's own `train_step`; else an eval-mode forward) with its
+  inputs: returns (model, call, compile_s, compiled)."""
+  config = default.for_model(args.model)
+  config.model.dtype = args.dtype
+  config.model.scan_blocks = not args.unrolled
+  config.batch_size = args.batch
+  config.model.depth_multiplier = args.depth_multiplier
+  if args.repeats:
+    config.model.repeats = tuple(int(r) for r in args.repeats.split(','))
+  model = create(args.model, **steps.model_options(config, num_classes=1000))
+  size = args.image_size
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.integers(0, 256, (args.batch, size, size, 3), np.uint8)),
+           'label': jnp.asarray(rng.integers(0, 1000, (args.batch,), np.int32))}
+  if train:
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
+    tx = optim.make_optimizer(config, schedule)
+    state = jax.jit(lambda: steps.create_train_state(
+        steps.init_variables(model, (size, size, 3), 0), tx))()
+    fn = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, schedule=schedule,
+                                               config=config), donate_argnums=0)
+    start = time.perf_counter()
+    compiled = fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    holder = [state]
+
+    def call():
+      holder[0] = compiled(holder[0], batch)
+      return holder[0].step
+  else:
+    variables = jax.jit(lambda: steps.init_variables(model, (size, size, 3), 0))()
+    fn = jax.jit(lambda v, x: model.apply(v, steps.normalize(x, model.dtype), train=False))
+    start = time.perf_counter()
+    compiled = fn.lower(variables, batch['image']).compile()
+    compile_s = time.perf_counter() - start
+
+    def call():
+      return compiled(variables, batch['image'])
+  return model, call, compile_s, compiled
+
+
+def jax_sync(out) -> None:
+  jax.block_until_ready(out)
+
+
+def timm_step(args, train: bool):
+  """timm's same model and, for training, torch's RMSprop at the paper's settings: returns
+  (call, sync, peak_memory)."""
+  import timm
+  import torch
+
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  model = timm.create_model(args.model, pretrained=False, num_classes=1000).to(device)
+  if device == 'cuda':
+    model = model.to(memory_format=torch.channels_last)
+  model.train(train)
+  size = args.image_size
+  x = torch.randn(args.batch, 3, size, size, device=device)
+  if device == 'cuda':
+    x = x.to(memory_format=torch.channels_last)
+  y = torch.randint(0, 1000, (args.batch,), device=device)
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16,
+                                    enabled=args.dtype == 'bfloat16')
+  forward = torch.compile(model) if args.timm_compile else model
+  if train:
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.045, alpha=0.9, eps=1.0,
+                                    momentum=0.9, weight_decay=4e-5)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def call():
+      with autocast():
+        loss = criterion(forward(x), y)
+      optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+      optimizer.step()
+      return loss
+  else:
+    def call():
+      with torch.inference_mode(), autocast():
+        return forward(x)
+
+  def sync(_):
+    if device == 'cuda':
+      torch.cuda.synchronize()
+
+  def peak_memory() -> Optional[int]:
+    return int(torch.cuda.max_memory_allocated()) if device == 'cuda' else None
+
+  return call, sync, peak_memory
+
+
+def interleaved(impls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]], args,
+                ) -> dict[str, list[float]]:
+  """Images/s of each implementation over `args.runs` runs, the implementations taking turns."""
+  for call, sync in impls.values():
+    for _ in range(args.warmup):
+      sync(call())
+  rates = {name: [] for name in impls}
+  names = list(impls)
+  for run in range(args.runs):
+    for name in (names if run % 2 == 0 else names[::-1]):
+      call, sync = impls[name]
+      start = time.perf_counter()
+      out = None
+      for _ in range(args.iters):
+        out = call()
+      sync(out)
+      rates[name].append(args.iters * args.batch / (time.perf_counter() - start))
+  return rates
+
+
+def peak_tflops(args) -> Optional[float]:
+  if args.peak_tflops:
+    return args.peak_tflops
+  if args.dtype != 'bfloat16':
+    return None
+  kind = jax.devices()[0].device_kind
+  return next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()), None)
+
+
+def xla_flops(compiled) -> Optional[float]:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def ours_peak_memory(compiled) -> Optional[int]:
+  """The device allocator's peak where it reports one (GPU, TPU); else XLA's own estimate of the
+  program's arguments, outputs and temporaries."""
+  stats = jax.devices()[0].memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use'])
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return None
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes +
+             memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def measure(args, train: bool) -> dict[str, Any]:
+  """Everything for one configuration, as the JSON record."""
+  model, call, compile_s, compiled = ours(args, train)
+  impls = {'ours': (call, jax_sync)}
+  timm_memory = None
+  if args.compare_timm:
+    timm_call, timm_sync, timm_memory = timm_step(args, train)
+    impls['timm'] = (timm_call, timm_sync)
+  rates = interleaved(impls, args)
+
+  macs = count_macs(model, jax.eval_shape(lambda: steps.init_variables(
+      model, (args.image_size, args.image_size, 3), 0)), args.image_size)
+  # Model FLOPs: 2 per multiply-accumulate forward, and twice that again backward.
+  model_flops = 2 * macs * (3 if train else 1)
+  flops = xla_flops(compiled)
+  img_per_s = statistics.median(rates['ours'])
+  result = {
+      'model': args.model, 'step': 'train' if train else 'inference', 'batch': args.batch,
+      'image_size': args.image_size, 'dtype': args.dtype,
+      'layout': 'unrolled' if args.unrolled else 'scan',
+      'device': jax.devices()[0].device_kind, 'device_count': 1,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'jax': jax.__version__,
+      'compile_s': round(compile_s, 2), 'img_per_s': round(img_per_s, 2),
+      'runs_img_per_s': [round(r, 2) for r in rates['ours']],
+      'model_flops_per_image': model_flops,
+      'xla_flops_per_image': flops / args.batch if flops else None,
+      'peak_memory_bytes': ours_peak_memory(compiled),
+  }
+  peak = peak_tflops(args)
+  result['peak_tflops'] = peak
+  result['mfu'] = round(model_flops * img_per_s / (peak * 1e12), 4) if peak else None
+  if args.compare_timm:
+    timm_rate = statistics.median(rates['timm'])
+    result.update(timm_img_per_s=round(timm_rate, 2),
+                  timm_runs_img_per_s=[round(r, 2) for r in rates['timm']],
+                  ratio=round(img_per_s / timm_rate, 3), timm_peak_memory_bytes=timm_memory(),
+                  timm_compiled=args.timm_compile)
+  return result
+
+
+def report(results: list[dict[str, Any]], as_json: bool) -> None:
+  for r in results:
+    memory = f'{r["peak_memory_bytes"] / 2**30:.2f} GiB' if r['peak_memory_bytes'] else 'n/a'
+    print(f'{r["model"]} {r["step"]} step, batch {r["batch"]}, {r["image_size"]}x{r["image_size"]}, '
+          f'{r["dtype"]}, {r["layout"]}, on {r["device"]}')
+    print(f'  compile {r["compile_s"]:.1f} s; {r["img_per_s"]:.1f} img/s (runs '
+          f'{", ".join(f"{x:.1f}" for x in r["runs_img_per_s"])}); peak memory {memory}')
+    xla = r['xla_flops_per_image']
+    print(f'  model {r["model_flops_per_image"] / 1e9:.1f} GFLOP/image'
+          + (f' (XLA counts {xla / 1e9:.1f})' if xla else '')
+          + (f'; MFU {100 * r["mfu"]:.1f}% of {r["peak_tflops"]:.0f} TFLOP/s' if r['mfu'] else ''))
+    if 'ratio' in r:
+      print(f'  timm{" (torch.compile)" if r["timm_compiled"] else ""}: {r["timm_img_per_s"]:.1f} '
+            f'img/s (runs {", ".join(f"{x:.1f}" for x in r["timm_runs_img_per_s"])}); '
+            f'ours/timm = {r["ratio"]:.2f}')
+  if as_json:
+    for r in results:
+      print(json.dumps(r))

@@ -1,0 +1,19 @@
+"""Inference throughput (eval-mode forward pass): compile time, images/s, peak memory, FLOPs and
+MFU, optionally beside timm (PyTorch, `torch.inference_mode`) timed in the same process.
+
+    python benchmarks/inference.py --model=inception_v4 --batch=8 --image-size=299 \
+        [--dtype=bfloat16] [--compare-timm] [--json]
+
+See benchmarks/harness.py for how timing, memory and MFU are measured.
+"""
+
+import harness
+
+
+def main() -> None:
+  args = harness.arguments(__doc__.splitlines()[0])
+  harness.report([harness.measure(args, train=False)], args.json)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,23 @@
+"""Training-step throughput: compile time, images/s, peak memory, FLOPs and MFU, optionally beside
+timm (PyTorch) timed in the same process.
+
+    python benchmarks/train_step.py --model=inception_resnet_v2 --batch=8 --image-size=299 \
+        [--dtype=bfloat16] [--compare-timm] [--json]
+
+The step is the training job's own (`inception_jax.steps.train_step`: forward, backward, gradient
+clipping, RMSProp with TF semantics, BatchNorm statistics, the parameter EMA and the metrics). timm's
+step: forward, label-smoothed cross-entropy, backward, clipping, `torch.optim.RMSprop` (decay 0.9,
+eps 1.0, momentum 0.9, weight decay 4e-5); bfloat16 means torch.autocast and channels-last on GPU.
+See benchmarks/harness.py for how timing, memory and MFU are measured.
+"""
+
+import harness
+
+
+def main() -> None:
+  args = harness.arguments(__doc__.splitlines()[0])
+  harness.report([harness.measure(args, train=True)], args.json)
+
+
+if __name__ == '__main__':
+  main()
