@@ -273,3 +273,9 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
   if as_json:
     for r in results:
       print(json.dumps(r))
+
+
+def main(doc: str, train: bool) -> None:
+  """A benchmark script's whole run: its arguments, one measurement, the report."""
+  args = arguments(doc.splitlines()[0])
+  report([measure(args, train=train)], args.json)

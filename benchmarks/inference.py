@@ -9,11 +9,5 @@ See benchmarks/harness.py for how timing, memory and MFU are measured.
 
 import harness
 
-
-def main() -> None:
-  args = harness.arguments(__doc__.splitlines()[0])
-  harness.report([harness.measure(args, train=False)], args.json)
-
-
 if __name__ == '__main__':
-  main()
+  harness.main(__doc__, train=False)
