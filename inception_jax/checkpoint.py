@@ -18,7 +18,6 @@ from typing import Any, Optional
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
-import tensorflow as tf
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
@@ -80,6 +79,7 @@ class Checkpointer:
 def write_model_info(directory: str, info: dict) -> None:
   """Records which network a checkpoint holds: `{'model': name, 'options': {...create options},
   'image_size': int, 'classes': 'imagenet' | 'imagenet+background' | [names] | None, ...}`."""
+  import tensorflow as tf  # gfile: local paths and gs://
   tf.io.gfile.makedirs(directory)
   with tf.io.gfile.GFile(os.path.join(directory, MODEL_INFO), 'w') as f:
     f.write(json.dumps(info, indent=1, sort_keys=True))
@@ -87,6 +87,7 @@ def write_model_info(directory: str, info: dict) -> None:
 
 def read_model_info(path: str) -> Optional[dict]:
   """The `write_model_info` record of a converted checkpoint, a workdir or one of its steps."""
+  import tensorflow as tf
   path = os.path.abspath(path)
   for directory in (path, os.path.dirname(os.path.dirname(path))):
     name = os.path.join(directory, MODEL_INFO)

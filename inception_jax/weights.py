@@ -208,7 +208,7 @@ def _timm_v4(parts):
   if parts[0] == 'features' and len(parts) > 1 and parts[1].isdigit() and \
       int(parts[1]) < len(V4_FEATURES):
     return (V4_FEATURES[int(parts[1])],), _natural(parts[2:])
-  return ((('Logits',), ()) if parts == ['last_linear'] else None)
+  return (('Logits',), ()) if parts == ['last_linear'] else None
 
 
 def _timm_irv2(parts):
@@ -230,6 +230,8 @@ def _timm_v3(parts):
   return (top,), _natural(parts[1:])
 
 
+TIMM_HEADS = {'inception_v4': 'last_linear', 'inception_resnet_v2': 'classif',
+              'inception_v3': 'fc'}
 TIMM_BLOCKS: dict[str, Callable] = {'inception_v4': _timm_v4, 'inception_resnet_v2': _timm_irv2,
                                     'inception_v3': _timm_v3}
 
@@ -238,8 +240,9 @@ def _block_of(path: Path) -> Path:
   return path[:2] if path[0].startswith('Repeat') else path[:1]
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A timm state dict from a `.safetensors` file (no torch needed) or a `.pth`/`.bin` file."""
+def read_state_dict(path: str) -> dict[str, Any]:
+  """A timm state dict from a `.safetensors` file (numpy arrays; no torch needed) or a
+  `.pth`/`.bin` file (torch tensors)."""
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
     return load_file(path)
@@ -253,7 +256,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
       state = state[key]
       break
-  return {k: v.float().numpy() if hasattr(v, 'numpy') else np.asarray(v) for k, v in state.items()}
+  return dict(state)
 
 
 def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
@@ -273,7 +276,6 @@ def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
   used: set[str] = set()
   units = {ConvBN: collections.defaultdict(list), nn.Conv: collections.defaultdict(list),
            nn.Dense: collections.defaultdict(list)}
-  leftover = []
   for key in state:
     if key in used:
       continue
@@ -303,7 +305,7 @@ def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
   heads = units[nn.Dense].get(('Logits',))
   if not heads:
     raise ConversionError(f'No classifier in the state dict (timm calls it '
-                          f'{ {"inception_v4": "last_linear", "inception_resnet_v2": "classif"}.get(model_name, "fc")}).')
+                          f'{TIMM_HEADS[model_name]}).')
   num_classes = state[heads[0][2]['kernel']].shape[0]
   aux = ('AuxLogits',) in units[ConvBN]
   layout = _Layout(model_name, num_classes=num_classes, bn_scale=True, aux_logits=aux)
