@@ -28,7 +28,7 @@ SOURCES = ('timm', 'keras', 'slim')
 def convert(source: str, model: str, input_path: str, background: str = 'drop',
             aux_logits=None):
   """(variables, model info) from `input_path` of `source`."""
-  from inception_jax import weights
+  from inception_jax import imagenet, weights
   if source == 'keras':
     variables = weights.from_keras(input_path, model)
   elif source == 'timm':
@@ -38,7 +38,7 @@ def convert(source: str, model: str, input_path: str, background: str = 'drop',
   else:
     raise ValueError(f'--source must be one of {", ".join(SOURCES)}, got {source!r}.')
   options = weights.model_options(variables, model, source)
-  classes = {1000: 'imagenet', 1001: 'imagenet+background'}.get(options['num_classes'])
+  classes = imagenet.RECORDS.get(options['num_classes'])
   info = {'model': model, 'options': options, 'image_size': 299, 'classes': classes,
           'source': f'{source}:{os.path.abspath(input_path)}'}
   return variables, info

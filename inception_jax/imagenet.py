@@ -11,6 +11,8 @@ import functools
 import importlib.resources
 
 BACKGROUND = 'background'
+# How a checkpoint's model.json names these classes: the 1000, or TF-slim's 1001.
+RECORDS = {1000: 'imagenet', 1001: 'imagenet+background'}
 
 
 @functools.cache

@@ -27,9 +27,9 @@ RUNTIME_OPTIONS = ('dtype', 'scan_blocks', 'remat', 'aux_logits')
 def class_names(classes, num_classes: int) -> list[str]:
   """Names for the `num_classes` outputs, from a model record's `classes` entry."""
   from inception_jax import imagenet
-  if classes is None and num_classes in (1000, 1001):
-    classes = 'imagenet' if num_classes == 1000 else 'imagenet+background'
-  if classes in ('imagenet', 'imagenet+background'):
+  if classes is None:
+    classes = imagenet.RECORDS.get(num_classes)
+  if classes in imagenet.RECORDS.values():
     names = imagenet.class_names(background=classes.endswith('background'))
     wnids = ([imagenet.BACKGROUND] if classes.endswith('background') else []) + imagenet.wnids()
     names = [n if n == w else f'{n} ({w})' for n, w in zip(names, wnids)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from inception_jax import imagenet
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
 
@@ -53,7 +54,8 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   evaluation = _data_source(name, eval_split, dataset_config.data_dir)
   offset = 1 if dataset_config.background_class else 0
   if classes == 'imagenet':
-    num_classes, recorded = 1000 + offset, 'imagenet+background' if offset else 'imagenet'
+    num_classes = 1000 + offset
+    recorded = imagenet.RECORDS[num_classes]
   else:
     num_classes, recorded = len(classes) + offset, ['background'] * offset + classes
   source = EncodedSource(
