@@ -3,7 +3,8 @@ memory, FLOPs and MFU, and the report (a table, then one JSON object per configu
 
 Timing: after warm-up, `--runs` timed runs of `--iters` calls each; within every run the
 implementations take turns (the order alternates from run to run), so drift of the machine's speed
-hits both alike. Images/s are medians over the runs; `ratio` is ours/timm of the medians.
+hits both alike; each turn starts with `--turn-warmup` untimed calls. Images/s are medians over the
+runs; `ratio` is ours/timm of the medians.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def arguments(description: str) -> argparse.Namespace:
   parser.add_argument('--runs', type=int, default=5, help='timed runs; the median is reported')
   parser.add_argument('--iters', type=int, default=3, help='calls per timed run')
   parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
+  parser.add_argument('--turn-warmup', type=int, default=1,
+                      help='untimed calls at the start of every turn (see interleaved())')
   parser.add_argument('--peak-tflops', type=float, default=None,
                       help='peak FLOP/s of the device in TFLOP/s, for MFU; known GPUs/TPUs default '
                            'to their dense bfloat16 peak')
@@ -168,7 +171,13 @@ def timm_step(args, train: bool):
 
 def interleaved(impls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]], args,
                 ) -> dict[str, list[float]]:
-  """Images/s of each implementation over `args.runs` runs, the implementations taking turns."""
+  """Images/s of each implementation over `args.runs` runs, the implementations taking turns.
+
+  Each turn starts with `args.turn_warmup` untimed calls: on CPU the first step of one library
+  after the other's ran up to 2.7 s slower than the next (inception_resnet_v2 training, batch 8;
+  a 3 s pause did not help, so not spinning threads; glibc malloc thresholds did not either; cause
+  not established), a cost no user running one library pays.
+  """
   for call, sync in impls.values():
     for _ in range(args.warmup):
       sync(call())
@@ -177,6 +186,8 @@ def interleaved(impls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]
   for run in range(args.runs):
     for name in (names if run % 2 == 0 else names[::-1]):
       call, sync = impls[name]
+      for _ in range(args.turn_warmup):
+        sync(call())
       start = time.perf_counter()
       out = None
       for _ in range(args.iters):

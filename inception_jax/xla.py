@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 
-# YNNPACK for XLA:CPU's matrix products, elementwise ops and reductions: the training step of
-# inception_resnet_v2 (batch 8, 299x299, float32, 2 cores) ran 1.3x faster with it.
-CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'dot,eltwise,reduce'}
+# YNNPACK for XLA:CPU's matrix products and reductions. Against no YNNPACK (batch 8, 299x299,
+# float32, 2 cores): inception_resnet_v2 training 1.6 vs 1.2 img/s, inference 6.8 vs 4.1. Its
+# elementwise fusions are left out: they pulled convolutions into YNNPACK subgraphs and materialised
+# broadcast constants, and ran slower (1.4 and 5.3 img/s). BENCHMARKS.md has the table.
+CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'dot,reduce'}
 
 
 def use_cpu_defaults() -> None:
