@@ -15,8 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = 'inception_resnet_v2'  # a name from inception_jax.models.list_models()
   config.model.dtype = 'float32'  # compute dtype ('bfloat16' on GPU/TPU); params stay float32
   # Unrolled blocks: the ImageNet step on one H100 (bfloat16, batch 128) ran 1.32x faster than under
-  # nn.scan, whose loop left the GPU idle between iterations (BENCHMARKS.md). Scanning compiles
-  # faster and is faster on CPUs: the demo config scans. Checkpoint layouts differ; init_from converts.
+  # nn.scan, whose loop slices every block's parameters and activations in and out (BENCHMARKS.md).
+  # Scanning compiles faster and is faster on CPUs: the demo config scans. Checkpoint layouts
+  # differ; init_from converts.
   config.model.scan_blocks = False
   config.model.remat = False  # recompute block activations in the backward pass to save memory
   config.model.aux_logits = False  # TF-slim's auxiliary head, weighted by aux_loss_weight
