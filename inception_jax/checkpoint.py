@@ -85,11 +85,12 @@ def write_model_info(directory: str, info: dict) -> None:
     f.write(json.dumps(info, indent=1, sort_keys=True))
 
 
-def read_model_info(path: str) -> Optional[dict]:
-  """The `write_model_info` record of a converted checkpoint, a workdir or one of its steps."""
+def read_model_info(path: str, step_dirs: bool = True) -> Optional[dict]:
+  """The `write_model_info` record of a converted checkpoint, a workdir or (with `step_dirs`) one
+  of a workdir's checkpoint steps (`workdir/checkpoints/N`)."""
   import tensorflow as tf
   path = os.path.abspath(path)
-  for directory in (path, os.path.dirname(os.path.dirname(path))):
+  for directory in (path, os.path.dirname(os.path.dirname(path)))[:2 if step_dirs else 1]:
     name = os.path.join(directory, MODEL_INFO)
     if tf.io.gfile.exists(name):
       with tf.io.gfile.GFile(name) as f:

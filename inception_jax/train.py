@@ -45,6 +45,30 @@ def model_info(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
           'source': f'trained on {config.dataset.name}'}
 
 
+# Model options that change the train state's tree or shapes: checkpoints restore only under the same.
+STATE_OPTIONS = ('scan_blocks', 'aux_logits', 'bn_scale', 'depth_multiplier', 'repeats')
+
+
+def check_resumable(workdir: str, saved: dict[str, Any] | None, info: dict[str, Any]) -> None:
+  """Fails, naming the flags to pass, when the workdir's checkpoints hold another network than the
+  config builds (`saved` and `info`: the workdir's model.json and this run's). Without this the
+  restore fails on every checkpoint, which would be set aside as unreadable."""
+  if not saved:
+    return
+  fixes = []
+  if saved.get('model') != info['model']:
+    fixes.append(f'model.name={saved.get("model")}')
+  old, new = saved.get('options', {}), info['options']
+  for key in STATE_OPTIONS:
+    if key in old and old[key] != new.get(key):
+      value = tuple(old[key]) if isinstance(old[key], list) else old[key]
+      fixes.append(f'model.{key}={value}')
+  if fixes:
+    flags = ' '.join(f"'--config.{fix}'" if ' ' in fix else f'--config.{fix}' for fix in fixes)
+    raise ValueError(f'{workdir} holds checkpoints of another network than this config builds; '
+                     f'resume with {flags}, or train in a new workdir.')
+
+
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   if config.num_train_steps is not None:
     return int(config.num_train_steps)
@@ -232,8 +256,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   abstract = jax.eval_shape(trainer.initial_state)
   abstract = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.replicated), abstract)
+  info = model_info(config, trainer.source)
+  if checkpointer.latest_step() is not None:
+    check_resumable(workdir, ckpt.read_model_info(workdir, step_dirs=False), info)
+  if jax.process_count() > 1:  # every process has read the old record before it is replaced
+    multihost_utils.sync_global_devices('model_info_read')
   if jax.process_index() == 0:
-    ckpt.write_model_info(workdir, model_info(config, trainer.source))
+    ckpt.write_model_info(workdir, info)
   restored = checkpointer.restore_latest(abstract)
   if restored is not None:
     start, state, data_state = restored

@@ -268,3 +268,17 @@ def test_init_from_names_the_options_a_converted_checkpoint_needs(tmp_path):
   with pytest.raises(ValueError, match='holds inception_v4 weights, but config.model.name is '
                      'inception_resnet_v2'):
     trainer.pretrained_state(converted)
+
+
+def test_resume_with_another_block_layout_names_the_flag_and_keeps_the_checkpoints(straight,
+                                                                                   tmp_path):
+  workdir = str(tmp_path / 'work')
+  shutil.copytree(straight, workdir)  # trained with the demo's scan_blocks=True
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(ValueError, match=r'resume with --config.model.scan_blocks=True '
+                                       r"'--config.model.repeats=\(1, 1, 1\)', or train in a new"):
+    train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2, **{
+        'model.scan_blocks': False, 'model.repeats': (1, 2, 1)}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_corrupt'))
+  assert train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2), workdir)
