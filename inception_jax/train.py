@@ -49,20 +49,25 @@ def model_info(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
 STATE_OPTIONS = ('scan_blocks', 'aux_logits', 'bn_scale', 'depth_multiplier', 'repeats')
 
 
+def option_fixes(recorded: dict[str, Any], current: dict[str, Any], keys) -> list[str]:
+  """`model.KEY=VALUE` for each of `keys` whose value in a model.json record's options differs
+  from the current one: the config fields to set."""
+  fixes = []
+  for key in keys:
+    if key in recorded and recorded[key] != current.get(key):
+      value = tuple(recorded[key]) if isinstance(recorded[key], list) else recorded[key]
+      fixes.append(f'model.{key}={value}')
+  return fixes
+
+
 def check_resumable(workdir: str, saved: dict[str, Any] | None, info: dict[str, Any]) -> None:
   """Fails, naming the flags to pass, when the workdir's checkpoints hold another network than the
   config builds (`saved` and `info`: the workdir's model.json and this run's). Without this the
   restore fails on every checkpoint, which would be set aside as unreadable."""
   if not saved:
     return
-  fixes = []
-  if saved.get('model') != info['model']:
-    fixes.append(f'model.name={saved.get("model")}')
-  old, new = saved.get('options', {}), info['options']
-  for key in STATE_OPTIONS:
-    if key in old and old[key] != new.get(key):
-      value = tuple(old[key]) if isinstance(old[key], list) else old[key]
-      fixes.append(f'model.{key}={value}')
+  fixes = [] if saved.get('model') == info['model'] else [f'model.name={saved.get("model")}']
+  fixes += option_fixes(saved.get('options', {}), info['options'], STATE_OPTIONS)
   if fixes:
     flags = ' '.join(f"'--config.{fix}'" if ' ' in fix else f'--config.{fix}' for fix in fixes)
     raise ValueError(f'{workdir} holds checkpoints of another network than this config builds; '
@@ -174,11 +179,11 @@ class Trainer:
     if info.get('model') not in (None, self.config.model.name):
       raise ValueError(f'config.init_from={path} holds {info["model"]} weights, but '
                        f'config.model.name is {self.config.model.name}.')
-    fixes = [f'config.model.{k}={v}' for k, v in info.get('options', {}).items()
-             if k in ('bn_scale', 'avg_pool_include_pad') and v != getattr(self.model, k)]
+    keys = ('avg_pool_include_pad', 'bn_scale')
+    fixes = option_fixes(info.get('options', {}), {k: getattr(self.model, k) for k in keys}, keys)
     if fixes:
       raise ValueError(f'config.init_from={path} was built with other model options; set '
-                       f'{", ".join(fixes)} (e.g. --config.{fixes[0][7:]}).')
+                       f'{", ".join("config." + f for f in fixes)} (e.g. --config.{fixes[0]}).')
 
   def pretrained_state(self, path: str) -> TrainState:
     self.check_pretrained_info(path)
