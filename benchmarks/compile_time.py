@@ -19,9 +19,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from inception_jax import xla  # noqa: E402
+from inception_jax import runtime  # noqa: E402
 
-xla.use_cpu_defaults()
+runtime.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -35,7 +35,7 @@ def compile_seconds(name: str, size: int, batch: int, scan: bool, remat: bool) -
   """Lowers and compiles the training job's own train step (`inception_jax.train.train_step`)."""
   config = default.for_model(name)
   config.model.scan_blocks, config.model.remat = scan, remat
-  model = create(name, **train.model_options(config, num_classes=1000))
+  model = create(name, **steps.options_from_config(config, num_classes=1000))
   schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
   tx = optim.make_optimizer(config, schedule)
   state = jax.eval_shape(

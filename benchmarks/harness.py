@@ -23,9 +23,9 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from inception_jax import xla  # noqa: E402
+from inception_jax import runtime  # noqa: E402
 
-xla.use_cpu_defaults()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
+runtime.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -86,7 +86,7 @@ def ours(args, train: bool):
   config.model.depth_multiplier = args.depth_multiplier
   if args.repeats:
     config.model.repeats = tuple(int(r) for r in args.repeats.split(','))
-  model = create(args.model, **steps.model_options(config, num_classes=1000))
+  model = create(args.model, **steps.options_from_config(config, num_classes=1000))
   size = args.image_size
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(0, 256, (args.batch, size, size, 3), np.uint8)),

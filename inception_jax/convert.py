@@ -37,7 +37,7 @@ def convert(source: str, model: str, input_path: str, background: str = 'drop',
     variables = weights.from_slim(input_path, model, background=background, aux_logits=aux_logits)
   else:
     raise ValueError(f'--source must be one of {", ".join(SOURCES)}, got {source!r}.')
-  options = weights.model_options(variables, model, source)
+  options = weights.options_from_variables(variables, model, source)
   classes = imagenet.RECORDS.get(options['num_classes'])
   info = {'model': model, 'options': options, 'image_size': 299, 'classes': classes,
           'source': f'{source}:{os.path.abspath(input_path)}'}

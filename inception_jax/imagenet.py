@@ -25,7 +25,7 @@ def wnids() -> list[str]:
   return [wnid for wnid, _ in _table()]
 
 
-def class_names(background: bool = False) -> list[str]:
+def short_names(background: bool = False) -> list[str]:
   """Short names (the first WordNet lemma: 'tench', 'goldfish', ...), 1000 of them, or 1001 with
   TF-slim's background class first."""
   names = [lemmas.split(', ')[0] for _, lemmas in _table()]

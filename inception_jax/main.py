@@ -7,12 +7,11 @@ Configs are `ml_collections` files; any field can be overridden, e.g. `--config.
 (a misspelt field is an error). Rerunning the same command resumes from the latest checkpoint.
 """
 
-import os
-
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
+
+from inception_jax import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -27,16 +26,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from inception_jax import xla
-  xla.use_cpu_defaults()  # before JAX starts its backends
-  # tf.data runs on the host only: keep TensorFlow off the GPUs/TPUs that JAX owns.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-
-  if not FLAGS['verbosity'].present:  # progress lines are printed; keep library INFO logs quiet
-    logging.set_verbosity(logging.WARNING)
+  runtime.start()
   from inception_jax import distributed, train
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -10,7 +10,10 @@ import json
 import os
 
 from absl import logging
-from tensorflow.io import gfile
+
+from inception_jax import runtime
+
+gfile = runtime.tensorflow().io.gfile
 
 
 class MetricWriter:

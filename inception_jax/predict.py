@@ -24,13 +24,14 @@ import numpy as np
 RUNTIME_OPTIONS = ('dtype', 'scan_blocks', 'remat', 'aux_logits')
 
 
-def class_names(classes, num_classes: int) -> list[str]:
-  """Names for the `num_classes` outputs, from a model record's `classes` entry."""
+def label_names(classes, num_classes: int) -> list[str]:
+  """What to print for each of the `num_classes` outputs, from a model record's `classes` entry
+  (ImageNet's: the short name and the WordNet ID)."""
   from inception_jax import imagenet
   if classes is None:
     classes = imagenet.RECORDS.get(num_classes)
   if classes in imagenet.RECORDS.values():
-    names = imagenet.class_names(background=classes.endswith('background'))
+    names = imagenet.short_names(background=classes.endswith('background'))
     wnids = ([imagenet.BACKGROUND] if classes.endswith('background') else []) + imagenet.wnids()
     names = [n if n == w else f'{n} ({w})' for n, w in zip(names, wnids)]
   elif classes is None:
@@ -61,13 +62,13 @@ class Predictor:
     variables = {'params': {k: v for k, v in variables['params'].items() if k != 'AuxLogits'},
                  'batch_stats': {k: v for k, v in variables.get('batch_stats', {}).items()
                                  if k != 'AuxLogits'}}
-    options = dict(info.get('options') or weights.model_options(variables, name, source=''))
+    options = dict(info.get('options') or weights.options_from_variables(variables, name, source=''))
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
                if k not in RUNTIME_OPTIONS}
     self.model = create(name, **options)
     self.image_size = int(info.get('image_size') or self.model.default_size)
     num_classes = np.shape(variables['params']['Logits']['bias'])[0]
-    self.names = class_names(info.get('classes'), num_classes)
+    self.names = label_names(info.get('classes'), num_classes)
     self.variables = jax.device_put(variables)
     self._probabilities = jax.jit(
         lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False), axis=-1))

@@ -42,7 +42,8 @@ def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   return (images.astype(dtype) / 127.5 - 1.0).astype(dtype)
 
 
-def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+def options_from_config(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  """The `create(config.model.name, ...)` options that `config.model` asks for."""
   options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
   if 'residual_scale' in options and not hasattr(model_class(config.model.name), 'scales'):
     raise ValueError(f'config.model.residual_scale applies to Inception-ResNet models only, not '

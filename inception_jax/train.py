@@ -34,12 +34,12 @@ from inception_jax.models import create, model_class, stack_blocks, unstack_bloc
 from inception_jax.models.scan import SEPARATOR
 # Re-exported: the training job's step functions live in steps.py (no TensorFlow there).
 from inception_jax.steps import (METRICS, TrainState, create_train_state, eval_step,
-                                 init_variables, model_options, train_step)
+                                 init_variables, options_from_config, train_step)
 
 
 def model_info(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
   """What `inception_jax.predict` needs to rebuild the network of a workdir (see checkpoint)."""
-  options = model_options(config, source.num_classes)
+  options = options_from_config(config, source.num_classes)
   return {'model': config.model.name, 'options': json.loads(json.dumps(options, default=str)),
           'image_size': source.image_shape[0], 'classes': source.classes,
           'source': f'trained on {config.dataset.name}'}
@@ -144,7 +144,7 @@ class Trainer:
                                 eval_batch_size=config.eval_batch_size, seed=config.seed,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-    self.model = create(config.model.name, **model_options(config, self.source.num_classes))
+    self.model = create(config.model.name, **options_from_config(config, self.source.num_classes))
     self.model.check_input((1, *self.source.image_shape))
     self.steps_per_epoch = self.source.steps_per_epoch
     self.num_steps = total_steps(config, self.steps_per_epoch)

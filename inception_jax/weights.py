@@ -1,7 +1,7 @@
 """Pretrained weights from other implementations, as Flax variables for `inception_jax.models`.
 
 Three readers, each returning `{'params', 'batch_stats'}` for `create(model_name, **options)`, with
-the options it needs given by `model_options(variables, source)`:
+the options it needs given by `options_from_variables(variables, source)`:
 
 - `from_keras(model_or_path, model_name)`: Keras' `InceptionResNetV2` and `InceptionV3`. Keras
   names its convolutions only by a creation counter (`conv2d_17`), so layers are matched in creation
@@ -31,7 +31,7 @@ import numpy as np
 from inception_jax.models import create
 from inception_jax.models.layers import ConvBN
 from inception_jax.models.summary import abstract_variables
-from inception_jax.models.inception_v4 import lettered
+from inception_jax.models.names import lettered
 
 KERAS_APPLICATIONS = {
     'inception_resnet_v2': 'InceptionResNetV2',
@@ -56,7 +56,7 @@ def _supported(model_name: str, source: str, models: Iterable[str]) -> None:
     raise ValueError(f'{source} has no {model_name}; it covers {", ".join(models)}.')
 
 
-def model_options(variables: Mapping[str, Any], model_name: str, source: str) -> dict[str, Any]:
+def options_from_variables(variables: Mapping[str, Any], model_name: str, source: str) -> dict[str, Any]:
   """The `create(model_name, ...)` options under which `variables` converted from `source`
   ('keras', 'timm' or 'slim') fit and compute what the source computes: classifier width, aux
   head, BatchNorm gamma, and for timm's Inception-v3 average pools that count padding."""
@@ -265,7 +265,7 @@ def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
   Takes a mapping of names to arrays (numpy or torch) or a `.safetensors` / `.pth` path. timm keeps
   BatchNorm's gamma, so the result fits `create(model_name, bn_scale=True, ...)`; for
   `inception_v3` also `avg_pool_include_pad=True` (timm's v3 pools count padding). The options are
-  `model_options(variables, model_name, 'timm')`.
+  `options_from_variables(variables, model_name, 'timm')`.
   """
   _supported(model_name, 'timm', TIMM_MODELS)
   state = state_dict_or_path

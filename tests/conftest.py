@@ -3,9 +3,9 @@
 import os
 import tempfile
 
-from inception_jax import xla
+from inception_jax import runtime
 
-xla.use_cpu_defaults()  # the programs' own XLA:CPU settings, before JAX starts (subprocesses inherit)
+runtime.start()  # the programs' own settings, before JAX starts (subprocesses inherit XLA_FLAGS)
 import jax  # noqa: E402
 
 CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',

@@ -6,7 +6,7 @@ import pytest
 
 from inception_jax.data import known_datasets
 from inception_jax.models import create, list_models
-from inception_jax.train import model_options
+from inception_jax.steps import options_from_config
 
 CONFIGS = ['iv3', 'iv4', 'irv1', 'irv2', 'irv2_paper', 'demo']
 
@@ -18,7 +18,7 @@ def test_config_is_complete_and_documented(name):
   assert config.model.name in list_models()
   assert config.dataset.name.split(':')[0] in known_datasets()
   assert f'--config=configs/{name}.py' in module.__doc__
-  create(config.model.name, **model_options(config, num_classes=1000))
+  create(config.model.name, **options_from_config(config, num_classes=1000))
 
 
 @pytest.mark.parametrize('arg,model', [('iv3', 'inception_v3'), ('irv2', 'inception_resnet_v2'),

@@ -89,7 +89,7 @@ def test_timm_layout_converts_completely(name):
   from inception_jax.models.summary import abstract_variables
   state = random_state_dict(timm_layouts()[name])
   variables = weights.from_timm(state, name)
-  options = weights.model_options(variables, name, 'timm')
+  options = weights.options_from_variables(variables, name, 'timm')
   assert options['bn_scale'] and options['num_classes'] == 1000
   assert options['aux_logits'] == (name == 'inception_v3')
   expected = flatten_dict(abstract_variables(create(name, **options), 299))
@@ -112,7 +112,7 @@ def test_timm_v3_without_aux_head_and_errors():
   state = {k: v for k, v in random_state_dict(timm_layouts()['inception_v3']).items()
            if not k.startswith('AuxLogits.')}
   variables = weights.from_timm(state, 'inception_v3')
-  assert not weights.model_options(variables, 'inception_v3', 'timm')['aux_logits']
+  assert not weights.options_from_variables(variables, 'inception_v3', 'timm')['aux_logits']
   with pytest.raises(weights.ConversionError, match=r'fit no layer.*extra\.weight'):
     weights.from_timm({**state, 'extra.weight': np.zeros(3)}, 'inception_v3')
   bad = dict(state, **{'Mixed_6b.branch7x7_2.conv.weight': np.zeros((128, 128, 7, 1), np.float32)})
@@ -169,7 +169,7 @@ def test_timm_parity(name):
   expected = [np.asarray(e) for e in (expected if isinstance(expected, tuple) else (expected,))]
 
   variables = weights.from_timm(timm_model.state_dict(), name)
-  model = create(name, **weights.model_options(variables, name, 'timm'))
+  model = create(name, **weights.options_from_variables(variables, name, 'timm'))
   outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
   outputs = outputs if isinstance(outputs, tuple) else (outputs,)
   assert len(outputs) == len(expected)
@@ -245,7 +245,7 @@ def test_slim_checkpoint_converts_with_and_without_background(tmp_path, name):
   kept = weights.from_slim(prefix, name, background='keep')
   assert_trees_equal(kept, variables)
   dropped = weights.from_slim(str(tmp_path), name)  # the directory works too
-  options = weights.model_options(dropped, name, 'slim')
+  options = weights.options_from_variables(dropped, name, 'slim')
   assert options == {'num_classes': 1000, 'aux_logits': True, 'bn_scale': False}
   head = create(name).aux_names[1]
   for scope in (['Logits'], ['AuxLogits', head]):
@@ -317,7 +317,7 @@ def test_convert_slim_then_predict_images(tmp_path):
   lines = result.stdout.splitlines()
   assert [l for l in lines if not l.startswith(' ')] == [files[0], files[2]]
   from inception_jax import imagenet
-  known = set(imagenet.class_names())
+  known = set(imagenet.short_names())
   for block in (lines[1:6], lines[7:12]):
     probabilities = []
     for rank, line in enumerate(block, 1):
@@ -331,7 +331,7 @@ def test_imagenet_class_names():
   from inception_jax import imagenet
   wnids = imagenet.wnids()
   assert len(wnids) == len(set(wnids)) == 1000 and wnids == sorted(wnids)
-  names = imagenet.class_names()
+  names = imagenet.short_names()
   assert (names[0], names[1], names[207], names[999]) == ('tench', 'goldfish', 'golden retriever',
                                                           'toilet tissue')
-  assert imagenet.class_names(background=True) == ['background', *names]
+  assert imagenet.short_names(background=True) == ['background', *names]

@@ -13,10 +13,12 @@ import dataclasses
 from typing import Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
 
+from inception_jax import runtime
 from inception_jax.data import preprocessing
 from inception_jax.data.base import Batch, Source
+
+tf = runtime.tensorflow()
 
 # Reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n], valid [n]).
 # An example that cannot be read comes back with valid 0 and any decodable placeholder image: it is

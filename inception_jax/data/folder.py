@@ -14,10 +14,12 @@ import threading
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
+from inception_jax import runtime
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
+
+tf = runtime.tensorflow()
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 

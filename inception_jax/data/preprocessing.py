@@ -10,7 +10,10 @@ pure function of (seed, example position) and a resumed run sees the same pixels
 
 from __future__ import annotations
 
-import tensorflow as tf
+from inception_jax import runtime
+
+tf = runtime.tensorflow()
+
 
 AREA_RANGE = (0.05, 1.0)
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax.models.layers import AuxHead, Dtype, Mixed, Ops, Stage, repeat
+from inception_jax.models.names import AUX_LOGITS, LOGITS
 
 
 class InceptionNetwork(nn.Module):
@@ -57,6 +58,28 @@ class InceptionNetwork(nn.Module):
   default_repeats: ClassVar[tuple[int, int, int]]
   # TF-slim scope names of the auxiliary head's 5x5 conv and its classifier.
   aux_names: ClassVar[tuple[str, str]] = ('Conv2d_2a_5x5', 'Logits')
+
+  # How each option bears on saved variables: every option is in exactly one of the first three
+  # groups (tested). Resuming, `init_from`, `predict` and `convert` all read these.
+  # Options that change the variables' tree or shapes: a checkpoint restores only under the same.
+  structure_options: ClassVar[tuple[str, ...]] = (
+      'num_classes', 'aux_logits', 'bn_scale', 'depth_multiplier', 'repeats', 'scan_blocks')
+  # Options under which the same variables compute other outputs: pretrained weights compute what
+  # they were trained to only under the values they were trained with.
+  numeric_options: ClassVar[tuple[str, ...]] = ('avg_pool_include_pad', 'bn_epsilon', 'small_inputs')
+  # Options of how the function is computed or trained, not of what it is.
+  runtime_options: ClassVar[tuple[str, ...]] = ('dtype', 'remat', 'dropout_keep', 'bn_momentum')
+  # What a run starting from pretrained variables may change: a new classifier width, an aux head
+  # added or left out, the block layout (converted on loading), the small-image stem (same
+  # variables, and the point of fine-tuning on small images).
+  adaptable_options: ClassVar[tuple[str, ...]] = (
+      'num_classes', 'aux_logits', 'scan_blocks', 'small_inputs')
+
+  @classmethod
+  def classifier_scopes(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Variable paths of the layers whose width is `num_classes`: the classifier and the aux
+    head's classifier."""
+    return (LOGITS,), (AUX_LOGITS, cls.aux_names[1])
 
   @property
   def ops(self) -> Ops:
@@ -113,10 +136,10 @@ class InceptionNetwork(nn.Module):
     if not self.num_classes:
       return features.astype(jnp.float32)
     x = nn.Dropout(rate=1.0 - self.dropout_keep, deterministic=not train, name='Dropout')(features)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='Logits')(x).astype(jnp.float32)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name=LOGITS)(x).astype(jnp.float32)
     if not self.aux_logits:
       return logits
     conv_name, logits_name = self.aux_names
-    aux = AuxHead(self.num_classes, self.ops, conv_name, logits_name, name='AuxLogits')(
+    aux = AuxHead(self.num_classes, self.ops, conv_name, logits_name, name=AUX_LOGITS)(
         aux_input, train)
     return logits, aux.astype(jnp.float32)

@@ -29,6 +29,7 @@ from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_v3 import v3_stem
 from inception_jax.models.inception_v4 import ReductionA, v4_stem
 from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Mixed, Pool, Residual
+from inception_jax.models.names import numbered
 
 ResidualScale = Union[float, Sequence[float]]
 
@@ -104,14 +105,11 @@ class Mixed5b(Mixed):
     )
 
 
-def numbered(prefix: str, count: int) -> tuple[str, ...]:
-  """TF-slim's `slim.repeat` names: block35_1, block35_2, ..."""
-  return tuple(f'{prefix}_{i + 1}' for i in range(count))
-
-
 class InceptionResNet(InceptionNetwork):
   """What the Inception-ResNets share: residual scaling, one factor or one per grid."""
   residual_scale: ResidualScale = (0.17, 0.10, 0.20)
+
+  numeric_options = (*InceptionNetwork.numeric_options, 'residual_scale')
 
   @property
   def scales(self) -> tuple[float, float, float]:

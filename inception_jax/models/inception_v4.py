@@ -9,6 +9,7 @@ import jax
 
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Fork, Mixed, Pool
+from inception_jax.models.names import lettered
 
 
 class Mixed3a(Mixed):
@@ -118,11 +119,6 @@ class InceptionC(Mixed):
          Fork((Conv(256, (1, 3), 'Conv2d_0d_1x3'), Conv(256, (3, 1), 'Conv2d_0e_3x1')))),
         (AVG_POOL_3X3, Conv(256, 1, 'Conv2d_0b_1x1')),
     )
-
-
-def lettered(prefix: str, count: int) -> list[str]:
-  """TF-slim's names for a run of blocks: Mixed_5b, Mixed_5c, ..."""
-  return [f'{prefix}{chr(ord("b") + i)}' for i in range(count)]
 
 
 def v4_stem(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:

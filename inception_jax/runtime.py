@@ -1,0 +1,77 @@
+"""Start-up settings: the same for the programs, the tests and users of the Python API.
+
+- XLA:CPU defaults (`CPU_FLAGS`; BENCHMARKS.md has the measurements behind them) are added to
+  `XLA_FLAGS` when `inception_jax` is imported, provided JAX's backends have not started yet: a
+  notebook or script that imports `inception_jax` before its first JAX computation gets them. When
+  JAX started first on a CPU, a warning says how to get them. `INCEPTION_JAX_XLA_DEFAULTS=0` leaves
+  `XLA_FLAGS` alone. The flags concern XLA:CPU only and change nothing on GPUs and TPUs.
+- `tensorflow()` imports TensorFlow, which the project uses on the host only (tf.data, gfile),
+  with GPUs and TPUs hidden from it: JAX owns the accelerators.
+- `start()` is what every program runs first: the above, and library logs down to warnings.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+
+CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'dot,reduce'}
+OPT_OUT = 'INCEPTION_JAX_XLA_DEFAULTS'
+
+
+def _jax_started() -> bool:
+  if 'jax' not in sys.modules:
+    return False
+  from jax._src import xla_bridge
+  return xla_bridge.backends_are_initialized()
+
+
+def use_xla_cpu_defaults() -> bool:
+  """Adds `CPU_FLAGS` to `XLA_FLAGS` (unless named there already); False when they are not in
+  effect: opted out, or JAX's CPU backend started without them."""
+  if os.environ.get(OPT_OUT, '1') == '0':
+    return False
+  flags = os.environ.get('XLA_FLAGS', '')
+  missing = [f'--{name}={value}' for name, value in CPU_FLAGS.items() if f'--{name}' not in flags]
+  if not missing:
+    return True
+  if _jax_started():
+    import jax
+    if jax.default_backend() == 'cpu':
+      warnings.warn(
+          'JAX started before inception_jax was imported, so its XLA:CPU defaults are off (CPU '
+          'training and inference run up to 1.7x slower). Import inception_jax before the first '
+          f'JAX computation (in a notebook: restart it), or set XLA_FLAGS="{" ".join(missing)}"; '
+          f'{OPT_OUT}=0 silences this.', stacklevel=3)
+    return False
+  os.environ['XLA_FLAGS'] = ' '.join([flags, *missing]).strip()
+  return True
+
+
+def on_import() -> None:
+  """Run by `import inception_jax`: the XLA:CPU defaults, and TensorFlow's C++ logs quiet."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  use_xla_cpu_defaults()
+
+
+@functools.cache
+def tensorflow():
+  """The `tensorflow` module, with GPUs and TPUs hidden from it (it only feeds the host side)."""
+  import tensorflow as tf
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # devices already initialised by the user, or no such kind
+      pass
+  return tf
+
+
+def start() -> None:
+  """What every program runs before anything else: `on_import`'s settings, and Python library
+  logs (absl, Orbax) at warnings and above unless `--verbosity` was given."""
+  on_import()
+  from absl import flags, logging
+  if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)
