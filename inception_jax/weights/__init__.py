@@ -1,0 +1,34 @@
+"""Pretrained weights from other implementations, as Flax variables for `inception_jax.models`.
+
+Three readers, each returning `{'params', 'batch_stats'}` for `create(model_name, **options)`, with
+the options it needs given by `options_from_variables(variables, source)`:
+
+- `from_keras(model_or_path, model_name)`: Keras' `InceptionResNetV2` and `InceptionV3`. Keras
+  names its convolutions only by a creation counter (`conv2d_17`), so layers are matched in creation
+  order, which is also the order our networks call their layers.
+- `from_timm(state_dict_or_path, model_name)`: timm's `inception_v4`, `inception_resnet_v2` and
+  `inception_v3` (a mapping of names to arrays, a `.safetensors` file or a `.pth` file). timm's
+  module names are translated to our blocks; inside a block, units are matched in order.
+- `from_slim(checkpoint, model_name, background='drop')`: TF-slim's TF1 checkpoints, whose variable
+  names are our paths under the network's scope; the 1001st (background) class is dropped or kept.
+
+Every tensor is checked by shape; a mismatch names the tensor and both shapes, and unused or
+missing tensors are listed: nothing is silently ignored except what is not a weight (BatchNorm's
+`num_batches_tracked` counters, TF's `global_step` and optimizer slots).
+
+One module per source (`keras`, `timm`, `slim`); `layout` holds what they share: our network's
+variables and layer order, filled shape-checked.
+"""
+
+from inception_jax.weights.keras import KERAS_APPLICATIONS, from_keras
+from inception_jax.weights.layout import ConversionError, options_from_variables
+from inception_jax.weights.slim import (SLIM_HEADS, SLIM_LEAVES, SLIM_NOT_WEIGHTS, SLIM_SCOPES,
+                                        from_slim, slim_name)
+from inception_jax.weights.timm import (TIMM_BLOCKS, TIMM_HEADS, TIMM_MODELS, from_timm,
+                                        read_state_dict)
+
+__all__ = [
+    'ConversionError', 'KERAS_APPLICATIONS', 'SLIM_HEADS', 'SLIM_LEAVES', 'SLIM_NOT_WEIGHTS',
+    'SLIM_SCOPES', 'TIMM_BLOCKS', 'TIMM_HEADS', 'TIMM_MODELS', 'from_keras', 'from_slim',
+    'from_timm', 'options_from_variables', 'read_state_dict', 'slim_name',
+]
