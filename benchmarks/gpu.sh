@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark: training step and inference of inception_v4 and inception_resnet_v2 in
 # bfloat16 at batch 128, 299x299, each beside timm in the same process; writes a Markdown table.
-# Our blocks are unrolled, as the ImageNet configs run them (1.32x the scanned step on an
-# H100). About 6 minutes on one H100 (each run is also capped at 150 s).
+# Our blocks are unrolled, as the ImageNet configs run them (faster on GPUs: BENCHMARKS.md).
+# Each run is capped at 150 s.
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR]          (default benchmarks/results)
 #
@@ -19,7 +19,8 @@ for model in inception_resnet_v2 inception_v4; do
   for bench in train_step inference; do
     echo "== $bench $model" | tee -a "$out/gpu.log"
     timeout 150 "$py" benchmarks/$bench.py --model=$model --batch=128 --dtype=bfloat16 \
-        --unrolled --compare-timm --runs=5 --iters=10 --json ${EXTRA_ARGS:-} 2>&1 | grep -v '^W0000\|^I0000' | tee -a "$out/gpu.log"
+        --unrolled --compare_timm --runs=5 --iters=10 --json ${EXTRA_ARGS:-} 2>&1 \
+      | grep -v '^W0000\|^I0000' | tee -a "$out/gpu.log"
   done
 done
 grep '^{' "$out/gpu.log" > "$out/gpu.jsonl"

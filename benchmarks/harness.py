@@ -1,15 +1,17 @@
 """What train_step.py and inference.py share: arguments, our model and timm's, interleaved timing,
 memory, FLOPs and MFU, and the report (a table, then one JSON object per configuration).
+compile_time.py shares the model arguments and the training step.
 
 Timing: after warm-up, `--runs` timed runs of `--iters` calls each; within every run the
 implementations take turns (the order alternates from run to run), so drift of the machine's speed
-hits both alike; each turn starts with `--turn-warmup` untimed calls. Images/s are medians over the
+hits both alike; each turn starts with `--turn_warmup` untimed calls. Images/s are medians over the
 runs; `ratio` is ours/timm of the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -18,7 +20,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-# The GPU is shared with PyTorch in --compare-timm runs: JAX must not grab 75% of it up front.
+# The GPU is shared with PyTorch in --compare_timm runs: JAX must not grab 75% of it up front.
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -42,65 +44,85 @@ PEAK_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'L4': 121.0,
                     'TPU v6 lite': 918.0}
 
 
-def arguments(description: str) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=description)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+  """--model and the options that scale it down (read by `model_and_config`)."""
   parser.add_argument('--model', default='inception_resnet_v2', help='a name from list_models()')
-  parser.add_argument('--batch', type=int, default=8)
-  parser.add_argument('--image-size', type=int, default=299)
-  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-  parser.add_argument('--depth-multiplier', type=float, default=1.0,
+  parser.add_argument('--depth_multiplier', type=float, default=1.0,
                       help='narrower variants (tests use tiny ones)')
   parser.add_argument('--repeats', default=None, help='blocks per grid, e.g. 1,1,1 (default: all)')
+
+
+def arguments(description: str) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=description)
+  add_model_arguments(parser)
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--image_size', type=int, default=299)
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--unrolled', action='store_true',
                       help='unroll the blocks instead of scanning them (the training default)')
   parser.add_argument('--runs', type=int, default=5, help='timed runs; the median is reported')
   parser.add_argument('--iters', type=int, default=3, help='calls per timed run')
   parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
-  parser.add_argument('--turn-warmup', type=int, default=1,
+  parser.add_argument('--turn_warmup', type=int, default=1,
                       help='untimed calls at the start of every turn (see interleaved())')
-  parser.add_argument('--peak-tflops', type=float, default=None,
+  parser.add_argument('--peak_tflops', type=float, default=None,
                       help='peak FLOP/s of the device in TFLOP/s, for MFU; known GPUs/TPUs default '
                            'to their dense bfloat16 peak')
-  parser.add_argument('--compare-timm', action='store_true',
+  parser.add_argument('--compare_timm', action='store_true',
                       help="time timm's same model in the same process (needs torch and timm)")
-  parser.add_argument('--timm-compile', action='store_true',
+  parser.add_argument('--timm_compile', action='store_true',
                       help='run timm under torch.compile (default: eager, as most users run it)')
   parser.add_argument('--json', action='store_true',
                       help='end with one JSON object per measured configuration')
   args = parser.parse_args()
   missing = [m for m in ('torch', 'timm') if importlib.util.find_spec(m) is None]
   if args.compare_timm and missing:
-    parser.error(f'--compare-timm needs torch and timm installed; missing: {", ".join(missing)}.')
+    parser.error(f'--compare_timm needs torch and timm installed; missing: {", ".join(missing)}.')
   if args.compare_timm and (args.depth_multiplier != 1.0 or args.repeats):
-    parser.error('--compare-timm times timm\'s full network; drop --depth-multiplier and --repeats.')
+    parser.error("--compare_timm times timm's full network; drop --depth_multiplier and --repeats.")
   return args
+
+
+def model_and_config(args, **model_fields):
+  """`args.model` and its ImageNet config, `config.model` holding `model_fields` and the options of
+  `add_model_arguments`."""
+  config = default.for_model(args.model)
+  config.model.update(depth_multiplier=args.depth_multiplier, **model_fields)
+  if args.repeats:
+    config.model.repeats = tuple(int(r) for r in args.repeats.split(','))
+  return create(args.model, **steps.options_from_config(config, num_classes=1000)), config
+
+
+def training(model, config, size: int):
+  """The training job's own step with the paper's optimizer, jitted with the state donated, and a
+  function that makes its initial state (to run under `jax.jit` or `jax.eval_shape`)."""
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
+  tx = optim.make_optimizer(config, schedule)
+  step = functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule, config=config)
+  init = lambda: steps.create_train_state(steps.init_variables(model, (size, size, 3), 0), tx)
+  return jax.jit(step, donate_argnums=0), init
+
+
+def compile_timed(fn, *args):
+  """`fn` (jitted) lowered and compiled for `args` (arrays or shapes), and the seconds it took."""
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - start
 
 
 def ours(args, train: bool):
   """Our jitted step (training: the job's own `train_step`; else an eval-mode forward) with its
   inputs: returns (model, call, compile_s, compiled)."""
-  config = default.for_model(args.model)
-  config.model.dtype = args.dtype
-  config.model.scan_blocks = not args.unrolled
+  model, config = model_and_config(args, dtype=args.dtype, scan_blocks=not args.unrolled)
   config.batch_size = args.batch
-  config.model.depth_multiplier = args.depth_multiplier
-  if args.repeats:
-    config.model.repeats = tuple(int(r) for r in args.repeats.split(','))
-  model = create(args.model, **steps.options_from_config(config, num_classes=1000))
   size = args.image_size
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(0, 256, (args.batch, size, size, 3), np.uint8)),
            'label': jnp.asarray(rng.integers(0, 1000, (args.batch,), np.int32))}
   if train:
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
-    tx = optim.make_optimizer(config, schedule)
-    state = jax.jit(lambda: steps.create_train_state(
-        steps.init_variables(model, (size, size, 3), 0), tx))()
-    fn = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, schedule=schedule,
-                                               config=config), donate_argnums=0)
-    start = time.perf_counter()
-    compiled = fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    step, init = training(model, config, size)
+    state = jax.jit(init)()
+    compiled, compile_s = compile_timed(step, state, batch)
     holder = [state]
 
     def call():
@@ -109,9 +131,7 @@ def ours(args, train: bool):
   else:
     variables = jax.jit(lambda: steps.init_variables(model, (size, size, 3), 0))()
     fn = jax.jit(lambda v, x: model.apply(v, steps.normalize(x, model.dtype), train=False))
-    start = time.perf_counter()
-    compiled = fn.lower(variables, batch['image']).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = compile_timed(fn, variables, batch['image'])
 
     def call():
       return compiled(variables, batch['image'])
@@ -174,9 +194,8 @@ def interleaved(impls: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]
   """Images/s of each implementation over `args.runs` runs, the implementations taking turns.
 
   Each turn starts with `args.turn_warmup` untimed calls: on CPU the first step of one library
-  after the other's ran up to 2.7 s slower than the next (inception_resnet_v2 training, batch 8;
-  a 3 s pause did not help, so not spinning threads; glibc malloc thresholds did not either; cause
-  not established), a cost no user running one library pays.
+  after the other's ran much slower than the next, for a cause not found (BENCHMARKS.md has the
+  figures and what was ruled out), a cost no user running one library pays.
   """
   for call, sync in impls.values():
     for _ in range(args.warmup):

@@ -1,8 +1,8 @@
 """Training-step throughput: compile time, images/s, peak memory, FLOPs and MFU, optionally beside
 timm (PyTorch) timed in the same process.
 
-    python benchmarks/train_step.py --model=inception_resnet_v2 --batch=8 --image-size=299 \
-        [--dtype=bfloat16] [--compare-timm] [--json]
+    python benchmarks/train_step.py --model=inception_resnet_v2 --batch=8 --image_size=299 \
+        [--dtype=bfloat16] [--compare_timm] [--json]
 
 The step is the training job's own (`inception_jax.steps.train_step`: forward, backward, gradient
 clipping, RMSProp with TF semantics, BatchNorm statistics, the parameter EMA and the metrics). timm's

@@ -10,14 +10,14 @@ import pytest
 
 from train_utils import ROOT, environment
 
-TINY = ['--model=inception_resnet_v2', '--batch=2', '--image-size=75', '--depth-multiplier=0.125',
-        '--repeats=1,1,1', '--runs=2', '--iters=1', '--warmup=1', '--json']
+MODEL = ['--model=inception_resnet_v2', '--depth_multiplier=0.125', '--repeats=1,1,1']
+TINY = [*MODEL, '--batch=2', '--image_size=75', '--runs=2', '--iters=1', '--warmup=1', '--json']
 KEYS = {'model', 'batch', 'image_size', 'dtype', 'compile_s', 'img_per_s'}
 
 
 @pytest.mark.parametrize('script,step', [('train_step.py', 'train'), ('inference.py', 'inference')])
 def test_benchmark_prints_json(script, step, tmp_path):
-  result = subprocess.run([sys.executable, f'benchmarks/{script}', *TINY, '--peak-tflops=1'],
+  result = subprocess.run([sys.executable, f'benchmarks/{script}', *TINY, '--peak_tflops=1'],
                           cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -26,7 +26,7 @@ def test_benchmark_prints_json(script, step, tmp_path):
       ('inception_resnet_v2', step, 2, 75, 'float32')
   assert record['compile_s'] > 0 and record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 2
   assert record['model_flops_per_image'] > 0 and 0 < record['mfu']
-  assert 'ratio' not in record  # no --compare-timm
+  assert 'ratio' not in record  # no --compare_timm
 
   table = subprocess.run([sys.executable, 'benchmarks/table.py'], input=result.stdout, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.splitlines()
@@ -36,6 +36,25 @@ def test_benchmark_prints_json(script, step, tmp_path):
 def test_compare_timm_without_torch_names_what_is_missing():
   if all(importlib.util.find_spec(m) for m in ('torch', 'timm')):
     pytest.skip('torch and timm are installed here')
-  result = subprocess.run([sys.executable, 'benchmarks/train_step.py', *TINY, '--compare-timm'],
+  result = subprocess.run([sys.executable, 'benchmarks/train_step.py', *TINY, '--compare_timm'],
                           cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
-  assert result.returncode == 2 and '--compare-timm needs torch and timm installed' in result.stderr
+  assert result.returncode == 2 and '--compare_timm needs torch and timm installed' in result.stderr
+
+
+def test_compile_time_prints_json():
+  result = subprocess.run([sys.executable, 'benchmarks/compile_time.py', *MODEL, '--size=75',
+                           '--batch=2', '--runs=1', '--modes=scan', '--json'],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert (record['model'], record['image_size'], record['batch'], record['mode']) == \
+      ('inception_resnet_v2', 75, 2, 'scan')
+  assert record['compile_s'] > 0 and len(record['runs_s']) == 1
+
+
+def test_input_pipeline_benchmark_prints_json():
+  out = subprocess.run([sys.executable, 'benchmarks/input_pipeline.py', '--images=16', '--size=64',
+                        '--batch=4', '--runs=1', '--json'], cwd=ROOT, capture_output=True,
+                       text=True, check=True).stdout
+  result = json.loads(out.strip().splitlines()[-1])
+  assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0

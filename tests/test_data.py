@@ -172,18 +172,6 @@ def test_trains_on_mock_imagenet(mock_tfds, tmp_path):
   assert result['eval_examples'] == 40 and np.isfinite(result['eval_loss'])
 
 
-def test_input_pipeline_benchmark_prints_json():
-  import json
-  import subprocess
-  import sys
-  from train_utils import ROOT
-  out = subprocess.run([sys.executable, 'benchmarks/input_pipeline.py', '--images=16', '--size=64',
-                        '--batch=4', '--runs=1', '--json'], cwd=ROOT, capture_output=True,
-                       text=True, check=True).stdout
-  result = json.loads(out.strip().splitlines()[-1])
-  assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0
-
-
 def write_image_folder(root, corrupt=True):
   """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
   rng = np.random.default_rng(0)
