@@ -1,1 +1,1 @@
-"""Experiment configs: `get_config()` files for `python -m inception_jax.main --config=configs/X.py`."""
+"""Experiment configs, run as `python -m inception_jax.main --config=configs/X.py[:ARG]`."""

@@ -2,27 +2,17 @@
 
     python -m inception_jax.main --config=configs/cifar10.py:irv2 --workdir=/tmp/cifar10_irv2
 
-Arguments: iv3, iv4, irv1, irv2 (default), irv2_paper. Prepare the data once, on a machine with
-internet access: `tfds build cifar10 --file_format=array_record`. The recipe is the paper's with
-shorter epochs and milder crops for tiny images; it is a starting point, not a tuned result.
+Arguments: iv3, iv4, irv1, irv2 (default), irv2_paper (configs/default.py's MODELS). Prepare the
+data once, on a machine with internet access: `tfds build cifar10 --file_format=array_record`. The
+recipe is the paper's with shorter epochs and milder crops for tiny images; it is a starting point,
+not a tuned result.
 """
 
 from configs import default
 
-MODELS = {
-    'iv3': 'inception_v3',
-    'iv4': 'inception_v4',
-    'irv1': 'inception_resnet_v1',
-    'irv2': 'inception_resnet_v2',
-    'irv2_paper': 'inception_resnet_v2_paper',
-}
-
 
 def get_config(arg: str = 'irv2'):
-  if arg not in MODELS:
-    raise ValueError(f'configs/cifar10.py takes one of {", ".join(MODELS)}, e.g. '
-                     f'--config=configs/cifar10.py:irv2; got {arg!r}.')
-  config = default.for_model(MODELS[arg])
+  config = default.for_argument('configs/cifar10.py', arg)
   config.model.small_inputs = True
   config.model.bn_momentum = 0.99
   config.dataset.name = 'cifar10'

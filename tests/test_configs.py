@@ -1,24 +1,58 @@
 """Every config loads, names a real model and dataset, and documents the command that runs it."""
 
 import importlib
+import pkgutil
 
 import pytest
+from flax.traverse_util import flatten_dict
 
+import configs
+from configs import default, demo, imagenet
 from inception_jax.data import known_datasets
 from inception_jax.models import create, list_models
 from inception_jax.steps import options_from_config
 
-CONFIGS = ['iv3', 'iv4', 'irv1', 'irv2', 'irv2_paper', 'demo']
+# Every config file that runs (not default.py, the recipe they start from), found on disk so that
+# a new one is checked too.
+RUNNABLE = [(m.name, None) for m in pkgutil.iter_modules(configs.__path__) if m.name != 'default']
+
+IMAGENET_MODELS = [('iv3', 'inception_v3'), ('iv4', 'inception_v4'),
+                   ('irv1', 'inception_resnet_v1'), ('irv2', 'inception_resnet_v2'),
+                   ('irv2_paper', 'inception_resnet_v2_paper')]
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_config_is_complete_and_documented(name):
+def load(name, arg):
   module = importlib.import_module(f'configs.{name}')
-  config = module.get_config()
+  return module, module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.mark.parametrize('name,arg', RUNNABLE + [('demo', 'tiny')])
+def test_config_is_complete_and_documented(name, arg):
+  module, config = load(name, arg)
   assert config.model.name in list_models()
   assert config.dataset.name.split(':')[0] in known_datasets()
-  assert f'--config=configs/{name}.py' in module.__doc__
+  assert f'--config=configs/{name}.py' + (f':{arg}' if arg else '') in module.__doc__
   create(config.model.name, **options_from_config(config, num_classes=1000))
+
+
+def test_every_model_argument_has_an_alias():
+  assert {arg for arg, _ in IMAGENET_MODELS} == set(default.MODELS)
+  assert set(default.MODELS) <= {name for name, _ in RUNNABLE}
+
+
+@pytest.mark.parametrize('arg,model', IMAGENET_MODELS)
+def test_imagenet_config_takes_the_model_as_argument(arg, model):
+  config = imagenet.get_config(arg)
+  assert config.model.name == model and not config.model.small_inputs
+  assert config.dataset.name == 'imagenet2012' and config.dataset.image_size == 299
+  alias = importlib.import_module(f'configs.{arg}')
+  assert alias.get_config() == config
+  paper = default.MODELS[arg]
+  assert f'ImageNet val: {paper.top1_error} / {paper.top5_error} %' in alias.__doc__
+
+
+def test_imagenet_config_defaults_to_inception_resnet_v2():
+  assert imagenet.get_config().model.name == 'inception_resnet_v2'
 
 
 @pytest.mark.parametrize('arg,model', [('iv3', 'inception_v3'), ('irv2', 'inception_resnet_v2'),
@@ -30,15 +64,24 @@ def test_cifar10_config_takes_the_model_as_argument(arg, model):
   assert config.dataset.name == 'cifar10' and config.dataset.image_size == 32
 
 
-def test_cifar10_config_rejects_an_unknown_model():
-  from configs import cifar10
-  with pytest.raises(ValueError, match='iv3, iv4, irv1, irv2, irv2_paper'):
-    cifar10.get_config('resnet50')
+@pytest.mark.parametrize('name,valid,example', [
+    ('imagenet', 'iv3, iv4, irv1, irv2, irv2_paper', 'iv3'),
+    ('cifar10', 'iv3, iv4, irv1, irv2, irv2_paper', 'iv3'),
+    ('demo', 'tiny', 'tiny'),
+])
+def test_an_unknown_argument_names_the_valid_ones(name, valid, example):
+  module = importlib.import_module(f'configs.{name}')
+  with pytest.raises(ValueError) as error:
+    module.get_config('resnet50')
+  assert str(error.value) == (f"configs/{name}.py has no argument 'resnet50'; its arguments are "
+                              f'{valid}, e.g. --config=configs/{name}.py:{example}.')
 
 
-def test_configs_are_locked_against_misspelt_fields():
-  from configs import irv2
-  config = irv2.get_config()
-  config.lock()
-  with pytest.raises(AttributeError):
-    config.learning_rat = 0.1
+def test_tiny_demo_is_the_demo_shrunk_for_tests():
+  full = flatten_dict(demo.get_config().to_dict(), sep='.')
+  tiny = flatten_dict(demo.get_config('tiny').to_dict(), sep='.')
+  assert {key: value for key, value in tiny.items() if full[key] != value} == {
+      'model.depth_multiplier': 0.125, 'model.repeats': (1, 1, 1), 'batch_size': 16,
+      'eval_batch_size': 64, 'num_train_steps': 8, 'log_every_steps': 2,
+      'checkpoint_every_steps': 4, 'eval_every_steps': 8}
+  assert tiny['dataset.image_size'] == 16 and tiny['dataset.name'] == 'digits'
