@@ -9,15 +9,18 @@ checkpoint under a step's name. A checkpoint that fails to restore is moved to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from inception_jax import runtime
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
@@ -76,35 +79,91 @@ class Checkpointer:
     self._manager.close()
 
 
-def write_model_info(directory: str, info: dict) -> None:
-  """Records which network a checkpoint holds: `{'model': name, 'options': {...create options},
-  'image_size': int, 'classes': 'imagenet' | 'imagenet+background' | [names] | None, ...}`."""
-  import tensorflow as tf  # gfile: local paths and gs://
-  tf.io.gfile.makedirs(directory)
-  with tf.io.gfile.GFile(os.path.join(directory, MODEL_INFO), 'w') as f:
-    f.write(json.dumps(info, indent=1, sort_keys=True))
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+  """Which network a checkpoint holds: its `model.json`, beside converted variables and in
+  training workdirs. Resuming, `init_from`, `predict` and `convert` all go through it.
+
+  Attributes:
+    model: the network's name in `inception_jax.models.list_models()`.
+    options: its `create()` options (JSON values: lists for tuples, dtype names); options left
+      out have the network's defaults.
+    image_size: the input size it was trained (or converted) for.
+    classes: 'imagenet', 'imagenet+background' (`inception_jax.imagenet.RECORDS`), a list of class
+      names by label, or None when unknown.
+    source: where the variables came from ('trained on digits', 'timm:/path/model.safetensors').
+  """
+  model: str
+  options: dict[str, Any]
+  image_size: Optional[int] = None
+  classes: Any = None
+  source: str = ''
+
+  @classmethod
+  def for_training(cls, config, source) -> 'ModelRecord':
+    """The record of a training workdir: `config`'s network on the data `source` gives."""
+    from inception_jax.steps import options_from_config
+    options = json.loads(json.dumps(options_from_config(config, source.num_classes), default=str))
+    return cls(config.model.name, options, source.image_shape[0], source.classes,
+               f'trained on {config.dataset.name}')
+
+  @classmethod
+  def for_conversion(cls, model: str, options: dict[str, Any], source: str,
+                     input_path: str) -> 'ModelRecord':
+    """The record of weights converted from `source` ('timm', 'keras', 'slim') at `input_path`,
+    with the `options` they need (`inception_jax.weights.options_from_variables`)."""
+    from inception_jax import imagenet
+    return cls(model, dict(options), 299, imagenet.RECORDS.get(options['num_classes']),
+               f'{source}:{os.path.abspath(input_path)}')
+
+  def write(self, directory: str) -> None:
+    tf = runtime.tensorflow()  # gfile: local paths and gs://
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(os.path.join(directory, MODEL_INFO), 'w') as f:
+      f.write(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+
+  @classmethod
+  def read(cls, path: str, step_dirs: bool = True) -> Optional['ModelRecord']:
+    """The record of a converted checkpoint, a workdir or (with `step_dirs`) one of a workdir's
+    checkpoint steps (`workdir/checkpoints/N`); None where there is none."""
+    tf = runtime.tensorflow()
+    path = os.path.abspath(path)
+    for directory in (path, os.path.dirname(os.path.dirname(path)))[:2 if step_dirs else 1]:
+      name = os.path.join(directory, MODEL_INFO)
+      if tf.io.gfile.exists(name):
+        with tf.io.gfile.GFile(name) as f:
+          fields = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in fields.items() if k in known})
+    return None
+
+  def resolved_options(self) -> dict[str, Any]:
+    """Every option of the network: the recorded value (tuples for JSON lists), else the default."""
+    from inception_jax.models import model_class
+    defaults = {f.name: f.default for f in dataclasses.fields(model_class(self.model))
+                if f.name not in ('parent', 'name')}
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
+    return {**defaults, **{k: v for k, v in recorded.items() if k in defaults}}
+
+  def differences(self, network, keys: Iterable[str]) -> dict[str, Any]:
+    """{option: recorded value} for each of `keys` whose value differs in the module `network`."""
+    recorded = self.resolved_options()
+    return {k: recorded[k] for k in keys if recorded[k] != getattr(network, k)}
 
 
-def read_model_info(path: str, step_dirs: bool = True) -> Optional[dict]:
-  """The `write_model_info` record of a converted checkpoint, a workdir or (with `step_dirs`) one
-  of a workdir's checkpoint steps (`workdir/checkpoints/N`)."""
-  import tensorflow as tf
-  path = os.path.abspath(path)
-  for directory in (path, os.path.dirname(os.path.dirname(path)))[:2 if step_dirs else 1]:
-    name = os.path.join(directory, MODEL_INFO)
-    if tf.io.gfile.exists(name):
-      with tf.io.gfile.GFile(name) as f:
-        return json.load(f)
-  return None
+def config_flags(options: dict[str, Any]) -> str:
+  """`--config.model.KEY=VALUE` flags that set `options`, quoted where the shell needs it."""
+  flags = [f'--config.model.{key}={value}' for key, value in options.items()]
+  return ' '.join(f"'{flag}'" if ' ' in flag else flag for flag in flags)
 
 
-def save_variables(path: str, variables: Any, info: Optional[dict] = None) -> None:
-  """Writes a model's `variables` ({'params', 'batch_stats'}) as one Orbax checkpoint, with the
-  `write_model_info` record `info` beside them when given."""
+def save_variables(path: str, variables: Any, record: Optional[ModelRecord] = None) -> None:
+  """Writes a model's `variables` ({'params', 'batch_stats'}) as one Orbax checkpoint, with its
+  `record` beside them when given."""
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.abspath(path), variables, force=True)
-  if info is not None:
-    write_model_info(path, info)
+  if record is not None:
+    record.write(path)
 
 
 def load_variables(path: str, ema: bool = False) -> Any:

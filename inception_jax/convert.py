@@ -27,8 +27,8 @@ SOURCES = ('timm', 'keras', 'slim')
 
 def convert(source: str, model: str, input_path: str, background: str = 'drop',
             aux_logits=None):
-  """(variables, model info) from `input_path` of `source`."""
-  from inception_jax import imagenet, weights
+  """(variables, record) of `input_path` converted from `source`."""
+  from inception_jax import checkpoint, weights
   if source == 'keras':
     variables = weights.from_keras(input_path, model)
   elif source == 'timm':
@@ -38,33 +38,32 @@ def convert(source: str, model: str, input_path: str, background: str = 'drop',
   else:
     raise ValueError(f'--source must be one of {", ".join(SOURCES)}, got {source!r}.')
   options = weights.options_from_variables(variables, model, source)
-  classes = imagenet.RECORDS.get(options['num_classes'])
-  info = {'model': model, 'options': options, 'image_size': 299, 'classes': classes,
-          'source': f'{source}:{os.path.abspath(input_path)}'}
-  return variables, info
+  return variables, checkpoint.ModelRecord.for_conversion(model, options, source, input_path)
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--source', required=True, choices=SOURCES)
   parser.add_argument('--model', required=True, help='e.g. inception_resnet_v2')
-  parser.add_argument('--input', required=True, help='the file (or TF1 checkpoint prefix) to convert')
+  parser.add_argument('--input', required=True,
+                      help='the file (or TF1 checkpoint prefix) to convert')
   parser.add_argument('--output', required=True, help='directory for the Orbax checkpoint')
   parser.add_argument('--background', choices=('drop', 'keep'), default='drop',
                       help="TF-slim's 1001st class (index 0): drop it (1000 classes) or keep it")
   parser.add_argument('--no_aux', action='store_true',
                       help="TF-slim: leave the auxiliary head out even when the checkpoint has one")
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from inception_jax import runtime
+  runtime.start()
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
   if not exists:
     parser.error(f'--input {args.input} does not exist.')
   from inception_jax import checkpoint
-  variables, info = convert(args.source, args.model, args.input, args.background,
+  variables, record = convert(args.source, args.model, args.input, args.background,
                             False if args.no_aux else None)
-  checkpoint.save_variables(args.output, variables, info)
+  checkpoint.save_variables(args.output, variables, record)
   count = sum(x.size for x in jax.tree_util.tree_leaves(variables['params']))
-  print(f'Wrote {args.model} ({count:,} parameters, options {info["options"]}) from {args.input} '
+  print(f'Wrote {args.model} ({count:,} parameters, options {record.options}) from {args.input} '
         f'to {args.output}')
 
 

@@ -7,8 +7,7 @@ Configs are `ml_collections` files; any field can be overridden, e.g. `--config.
 (a misspelt field is an error). Rerunning the same command resumes from the latest checkpoint.
 """
 
-from absl import app
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from inception_jax import runtime

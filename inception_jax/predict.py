@@ -20,9 +20,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-# Options that change how a network computes, not what it is: predict runs float32, unrolled.
-RUNTIME_OPTIONS = ('dtype', 'scan_blocks', 'remat', 'aux_logits')
-
 
 def label_names(classes, num_classes: int) -> list[str]:
   """What to print for each of the `num_classes` outputs, from a model record's `classes` entry
@@ -49,26 +46,31 @@ class Predictor:
 
   def __init__(self, checkpoint: str, model: Optional[str] = None):
     import jax
-    from inception_jax import checkpoint as ckpt
-    from inception_jax import weights
-    from inception_jax.models import create, unstack_blocks
 
-    info = ckpt.read_model_info(checkpoint) or {}
-    name = model or info.get('model')
+    from inception_jax import checkpoint as ckpt, weights
+    from inception_jax.models import create, model_class, unstack_blocks
+    from inception_jax.models.names import AUX_LOGITS, LOGITS
+
+    record = ckpt.ModelRecord.read(checkpoint)
+    name = model or (record.model if record else None)
     if not name:
       raise ValueError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '
                        'pass --model (e.g. --model=inception_resnet_v2).')
     variables = unstack_blocks(ckpt.load_variables(checkpoint, ema=True))
-    variables = {'params': {k: v for k, v in variables['params'].items() if k != 'AuxLogits'},
-                 'batch_stats': {k: v for k, v in variables.get('batch_stats', {}).items()
-                                 if k != 'AuxLogits'}}
-    options = dict(info.get('options') or weights.options_from_variables(variables, name, source=''))
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
-               if k not in RUNTIME_OPTIONS}
-    self.model = create(name, **options)
-    self.image_size = int(info.get('image_size') or self.model.default_size)
-    num_classes = np.shape(variables['params']['Logits']['bias'])[0]
-    self.names = label_names(info.get('classes'), num_classes)
+    variables = {collection: {k: v for k, v in variables.get(collection, {}).items()
+                              if k != AUX_LOGITS} for collection in ('params', 'batch_stats')}
+    if record:
+      cls = model_class(name)
+      recorded = record.resolved_options()
+      options = {k: recorded[k] for k in (*cls.structure_options, *cls.numeric_options)}
+    else:
+      options = weights.options_from_variables(variables, name, source='')
+    # The blocks are unstacked and the aux head left out above; the runtime options keep their
+    # defaults (float32, no remat).
+    self.model = create(name, **dict(options, scan_blocks=False, aux_logits=False))
+    self.image_size = int((record and record.image_size) or self.model.default_size)
+    num_classes = np.shape(variables['params'][LOGITS]['bias'])[0]
+    self.names = label_names(record.classes if record else None, num_classes)
     self.variables = jax.device_put(variables)
     self._probabilities = jax.jit(
         lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False), axis=-1))
@@ -98,13 +100,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  from inception_jax import xla
-  xla.use_cpu_defaults()
+  from inception_jax import runtime
+  runtime.start()
   if not os.path.isdir(args.checkpoint):
     parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')  # JAX owns the accelerators
+  tf = runtime.tensorflow()
   predictor = Predictor(args.checkpoint, args.model)
 
   failed = 0

@@ -18,6 +18,7 @@ import optax
 from inception_jax import optim
 from inception_jax.models import model_class
 
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array

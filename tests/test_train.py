@@ -14,19 +14,19 @@ import pytest
 
 from configs import demo
 from inception_jax import train
-from inception_jax.models import create, unstack_blocks
-from train_utils import (ROOT, assert_trees_equal, command, environment, final_variables, losses,
-                         metrics, run, tiny_config)
 
-STEPS = 12
-
-
-@pytest.fixture(scope='module')
-def straight(tmp_path_factory):
-  """An uninterrupted 12-step run of the tiny config, the reference for every resume test."""
-  workdir = str(tmp_path_factory.mktemp('straight'))
-  run(workdir, num_train_steps=STEPS)
-  return workdir
+from train_utils import (
+  ROOT,
+  STEPS,
+  assert_trees_equal,
+  command,
+  environment,
+  final_variables,
+  losses,
+  metrics,
+  run,
+  tiny_config,
+)
 
 
 def checkpoint_variables(workdir, step):
@@ -194,91 +194,9 @@ def test_metrics_log_every_event(straight):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(straight))
 
 
-def test_init_from_reinitialises_a_different_classifier(straight):
-  model = create('inception_resnet_v2', num_classes=3, depth_multiplier=0.125, repeats=(1, 1, 1),
-                 small_inputs=True, scan_blocks=True)
-  fresh = train.init_variables(model, (16, 16, 3), seed=1)
-  loaded = final_variables(straight)
-  merged = train.merge_pretrained(fresh, loaded, model)
-  np.testing.assert_array_equal(merged['params']['Logits']['kernel'],
-                                fresh['params']['Logits']['kernel'])
-  np.testing.assert_array_equal(merged['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'],
-                                loaded['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'])
-  wider = create('inception_resnet_v2', num_classes=10, depth_multiplier=0.25, repeats=(1, 1, 1),
-                 small_inputs=True)
-  with pytest.raises(ValueError, match=r'shape mismatch: params/Conv2d_2b_3x3/kernel expects '
-                     r'\(3, 3, 8, 16\), found \(3, 3, 8, 8\)'):
-    train.merge_pretrained(train.init_variables(wider, (16, 16, 3), seed=1), loaded, wider)
-
-
-def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
-  config = tiny_config(num_train_steps=1, init_from=straight)
-  config.ema_decay = 0.0
-  trainer = train.Trainer(config, str(tmp_path))
-  state = trainer.pretrained_state(straight)
-  assert_trees_equal(jax.device_get(state.params), final_variables(straight)['params'])
-
-
 def test_bfloat16_training_keeps_float32_state(tmp_path):
   config = tiny_config(num_train_steps=2, log_every_steps=1, **{'model.dtype': 'bfloat16'})
   train.train_and_evaluate(config, str(tmp_path))
   assert all(np.isfinite(loss) for _, loss in losses(str(tmp_path)))
   variables = final_variables(str(tmp_path))
   assert {x.dtype for x in jax.tree_util.tree_leaves(variables)} == {np.dtype('float32')}
-
-
-def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
-  """The workdir's model.json names the network and the digits' classes; predict uses the EMA."""
-  import tensorflow as tf
-  from inception_jax import checkpoint as ckpt
-  from inception_jax import predict
-  from inception_jax.data import digits
-  info = ckpt.read_model_info(straight)
-  assert info['model'] == 'inception_resnet_v2' and info['classes'] == [str(d) for d in range(10)]
-  images, labels = digits.load(16)
-  paths = []
-  for i in range(4):
-    paths.append(str(tmp_path / f'digit{labels[i]}_{i}.png'))
-    tf.io.write_file(paths[-1], tf.io.encode_png(images[i]))
-  predictor = predict.Predictor(straight)
-  ema = ckpt.load_variables(straight, ema=True)['params']
-  assert_trees_equal(jax.device_get(predictor.variables['params']),
-                     unstack_blocks(jax.tree_util.tree_map(np.asarray, ema)))
-  batch = np.stack([predictor.preprocess(open(p, 'rb').read()) for p in paths])
-  assert batch.shape == (4, 16, 16, 3) and -1 <= batch.min() and batch.max() <= 1
-  tops = predictor.top(batch, k=3, batch=8)
-  assert len(tops) == 4
-  for top in tops:
-    assert len(top) == 3 and {name for name, _ in top} <= set(info['classes'])
-    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
-    assert 0 < sum(p for _, p in top) <= 1 + 1e-6
-
-
-def test_init_from_names_the_options_a_converted_checkpoint_needs(tmp_path):
-  from inception_jax import checkpoint as ckpt
-  trainer = train.Trainer(tiny_config(num_train_steps=1), str(tmp_path / 'work'))
-  converted = str(tmp_path / 'converted')
-  ckpt.write_model_info(converted, {'model': 'inception_resnet_v2',
-                                    'options': {'bn_scale': True, 'num_classes': 1000,
-                                                'avg_pool_include_pad': True}})
-  with pytest.raises(ValueError, match=r'set config.model.avg_pool_include_pad=True, config.model.'
-                     r'bn_scale=True \(e.g. --config.model.avg_pool_include_pad=True\)'):
-    trainer.pretrained_state(converted)
-  ckpt.write_model_info(converted, {'model': 'inception_v4', 'options': {}})
-  with pytest.raises(ValueError, match='holds inception_v4 weights, but config.model.name is '
-                     'inception_resnet_v2'):
-    trainer.pretrained_state(converted)
-
-
-def test_resume_with_another_block_layout_names_the_flag_and_keeps_the_checkpoints(straight,
-                                                                                   tmp_path):
-  workdir = str(tmp_path / 'work')
-  shutil.copytree(straight, workdir)  # trained with the demo's scan_blocks=True
-  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  with pytest.raises(ValueError, match=r'resume with --config.model.scan_blocks=True '
-                                       r"'--config.model.repeats=\(1, 1, 1\)', or train in a new"):
-    train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2, **{
-        'model.scan_blocks': False, 'model.repeats': (1, 2, 1)}), workdir)
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
-  assert not os.path.exists(os.path.join(workdir, 'checkpoints_corrupt'))
-  assert train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2), workdir)

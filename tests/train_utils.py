@@ -12,24 +12,17 @@ from configs import demo
 from inception_jax import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Steps of the `straight` run (conftest.py), the reference for the resume tests.
+STEPS = 12
 
 # The demo's network, narrower and shallower: compiles in seconds, same code paths.
-TINY = {
-    'model.depth_multiplier': 0.125,
-    'model.repeats': (1, 1, 1),
-    'dataset.image_size': 16,
-    'batch_size': 16,
-    'eval_batch_size': 64,
-    'num_train_steps': 8,
-    'log_every_steps': 2,
-    'checkpoint_every_steps': 4,
-    'eval_every_steps': 8,
-}
+TINY_CONFIG = 'configs/demo.py:tiny'
 
 
 def tiny_config(**overrides):
-  config = demo.get_config()
-  for key, value in {**TINY, **overrides}.items():
+  """`configs/demo.py:tiny` with `overrides` ({'model.dtype': 'bfloat16', 'batch_size': 8})."""
+  config = demo.get_config('tiny')
+  for key, value in overrides.items():
     *parents, leaf = key.split('.')
     node = config
     for parent in parents:
@@ -38,8 +31,9 @@ def tiny_config(**overrides):
   return config
 
 
-def command(workdir, *extra_flags, config='configs/demo.py', **overrides):
-  flags = [f'--config.{k}={v}' for k, v in {**TINY, **overrides}.items()]
+def command(workdir, *extra_flags, config=TINY_CONFIG, **overrides):
+  """The training job's command line for `config` with `overrides` as --config.KEY=VALUE flags."""
+  flags = [f'--config.{k}={v}' for k, v in overrides.items()]
   return [sys.executable, '-m', 'inception_jax.main', f'--config={config}',
           f'--workdir={workdir}', *flags, *extra_flags]
 

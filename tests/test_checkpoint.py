@@ -1,0 +1,52 @@
+"""The model record (model.json) that every checkpoint of the project carries."""
+
+import pytest
+
+from configs import demo
+from inception_jax import checkpoint as ckpt
+from inception_jax.data import create_source
+from inception_jax.models import create
+
+
+def tiny_record():
+  config = demo.get_config('tiny')
+  source = create_source(config.dataset, batch_size=16, eval_batch_size=16, seed=0)
+  return ckpt.ModelRecord.for_training(config, source)
+
+
+def test_training_record_round_trips_and_resolves_every_option(tmp_path):
+  record = tiny_record()
+  assert (record.model, record.image_size, record.classes) == (
+      'inception_resnet_v2', 16, [str(d) for d in range(10)])
+  assert record.options['repeats'] == [1, 1, 1]  # as JSON has it
+  record.write(str(tmp_path))
+  again = ckpt.ModelRecord.read(str(tmp_path))
+  assert again == record
+  step = tmp_path / 'checkpoints' / '8'
+  step.mkdir(parents=True)
+  assert ckpt.ModelRecord.read(str(step)) == record  # a step's record is its workdir's
+  assert ckpt.ModelRecord.read(str(step), step_dirs=False) is None
+
+  options = record.resolved_options()
+  assert options['repeats'] == (1, 1, 1) and options['num_classes'] == 10
+  assert options['bn_epsilon'] == 1e-3  # not recorded: the network's default
+  assert options['residual_scale'] == (0.17, 0.10, 0.20)
+
+
+def test_differences_name_the_flags_to_pass():
+  record = tiny_record()
+  network = create('inception_resnet_v2', num_classes=10, depth_multiplier=0.125,
+                   repeats=(1, 2, 1), small_inputs=True, scan_blocks=False)
+  differences = record.differences(network, network.structure_options)
+  assert differences == {'repeats': (1, 1, 1), 'scan_blocks': True}
+  assert ckpt.config_flags(differences) == ("'--config.model.repeats=(1, 1, 1)' "
+                                            '--config.model.scan_blocks=True')
+
+
+def test_a_record_with_fields_of_a_later_version_still_reads(tmp_path):
+  (tmp_path / ckpt.MODEL_INFO).write_text(
+      '{"model": "inception_v4", "options": {"num_classes": 1001}, "written_by": "v9"}')
+  record = ckpt.ModelRecord.read(str(tmp_path))
+  assert record.model == 'inception_v4' and record.resolved_options()['num_classes'] == 1001
+  with pytest.raises(ValueError, match="Unknown model 'inception_v9'"):
+    ckpt.ModelRecord('inception_v9', {}).resolved_options()

@@ -1,0 +1,98 @@
+"""Where a run starts from: resuming a workdir, and pretrained variables (`init_from`)."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from inception_jax import checkpoint as ckpt, restore, steps, train
+from inception_jax.models import create
+
+from train_utils import STEPS, assert_trees_equal, final_variables, losses, tiny_config
+
+
+def tiny_network(**options):
+  return create('inception_resnet_v2', **{'num_classes': 10, 'depth_multiplier': 0.125,
+                                          'repeats': (1, 1, 1), 'small_inputs': True, **options})
+
+
+def test_merge_reinitialises_a_classifier_of_another_width(straight):
+  network = tiny_network(num_classes=3, scan_blocks=True)
+  fresh = steps.init_variables(network, (16, 16, 3), seed=1)
+  loaded = final_variables(straight)
+  merged, reinitialised = restore.merge_pretrained(fresh, loaded, network)
+  assert reinitialised == ['Logits']
+  np.testing.assert_array_equal(merged['params']['Logits']['kernel'],
+                                fresh['params']['Logits']['kernel'])
+  np.testing.assert_array_equal(merged['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'],
+                                loaded['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'])
+  same, reinitialised = restore.merge_pretrained(
+      steps.init_variables(tiny_network(scan_blocks=True), (16, 16, 3), seed=1), loaded,
+      tiny_network(scan_blocks=True))
+  assert reinitialised == []
+  assert_trees_equal(same, loaded)
+
+  unrolled = tiny_network()  # the workdir scans its blocks; the merge unstacks them
+  merged, _ = restore.merge_pretrained(steps.init_variables(unrolled, (16, 16, 3), seed=1),
+                                       loaded, unrolled)
+  np.testing.assert_array_equal(merged['params']['Repeat']['block35_1']['Conv2d_1x1']['bias'],
+                                loaded['params']['Repeat']['block35_1']['Conv2d_1x1']['bias'])
+
+  wider = tiny_network(depth_multiplier=0.25)
+  with pytest.raises(ValueError, match=r'shape mismatch: params/Conv2d_2b_3x3/kernel expects '
+                     r'\(3, 3, 8, 16\), found \(3, 3, 8, 8\)'):
+    restore.merge_pretrained(steps.init_variables(wider, (16, 16, 3), seed=1), loaded, wider)
+
+
+def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
+  config = tiny_config(num_train_steps=1, init_from=straight)
+  config.ema_decay = 0.0
+  with train.Trainer(config, str(tmp_path)) as trainer:
+    state = trainer.pretrained_state(straight)
+  assert_trees_equal(jax.device_get(state.params), final_variables(straight)['params'])
+
+
+def test_init_from_names_the_options_a_converted_checkpoint_needs(tmp_path):
+  converted = str(tmp_path / 'converted')
+  network = create('inception_resnet_v2', num_classes=10, depth_multiplier=0.5)
+  record = ckpt.ModelRecord.for_conversion(
+      'inception_resnet_v2', {'bn_scale': True, 'num_classes': 1000, 'avg_pool_include_pad': True,
+                              'aux_logits': True}, 'timm', 'model.safetensors')
+  record.write(converted)
+  with pytest.raises(ValueError, match=r'set --config.model.bn_scale=True '
+                     r'--config.model.depth_multiplier=1.0 --config.model.avg_pool_include_pad=True'
+                     r'\.$'):
+    restore.check_pretrained(converted, 'inception_resnet_v2', network)
+  # What fine-tuning adapts to may differ: classes, aux head, block layout, the small-image stem.
+  restore.check_pretrained(converted, 'inception_resnet_v2', create(
+      'inception_resnet_v2', num_classes=3, bn_scale=True, avg_pool_include_pad=True,
+      small_inputs=True, scan_blocks=True))
+  ckpt.ModelRecord('inception_v4', {}).write(converted)
+  with pytest.raises(ValueError, match='holds inception_v4 weights, but config.model.name is '
+                     'inception_resnet_v2'):
+    restore.check_pretrained(converted, 'inception_resnet_v2', network)
+
+
+def test_resume_with_another_network_names_the_flags_and_keeps_the_checkpoints(straight,
+                                                                               tmp_path):
+  workdir = str(tmp_path / 'work')
+  shutil.copytree(straight, workdir)  # trained with the demo's scan_blocks=True
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(ValueError, match=r"resume with '--config.model.repeats=\(1, 1, 1\)' "
+                                       r'--config.model.scan_blocks=True, or train in a new'):
+    train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2, **{
+        'model.scan_blocks': False, 'model.repeats': (1, 2, 1)}), workdir)
+  with pytest.raises(ValueError, match=r'checkpoints of a 10-class network, but '
+                     r'config.dataset.name=synthetic has 1000 classes'):
+    train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2,
+                                         **{'dataset.name': 'synthetic'}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_corrupt'))
+
+  result = train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2), workdir)
+  assert result['eval_examples'] == 297 and 0 <= result['eval_top1'] <= 1
+  logged = losses(workdir)
+  assert logged[:-1] == losses(straight) and logged[-1][0] == STEPS + 2
+  assert str(STEPS + 2) in os.listdir(os.path.join(workdir, 'checkpoints'))
