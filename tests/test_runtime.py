@@ -1,0 +1,50 @@
+"""Start-up settings: the XLA:CPU defaults reach users of the Python API, not only the programs."""
+
+import os
+import subprocess
+import sys
+
+from inception_jax import runtime
+
+from train_utils import ROOT
+
+DEFAULT = ' '.join(f'--{k}={v}' for k, v in runtime.CPU_FLAGS.items())
+
+
+def python(code, **env):
+  environment = {k: v for k, v in os.environ.items()
+                 if k not in ('XLA_FLAGS', runtime.OPT_OUT)}
+  environment.update(env, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=environment,
+                        capture_output=True, text=True, check=True)
+
+
+def test_importing_the_package_applies_the_cpu_defaults_before_jax_starts(tmp_path):
+  dump = tmp_path / 'dump'
+  result = python('import os, jax, jax.numpy as jnp\n'
+                  'from inception_jax.models import create\n'
+                  'jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()\n'
+                  'print(os.environ["XLA_FLAGS"])', XLA_FLAGS=f'--xla_dump_to={dump}')
+  assert result.stdout.split() == [f'--xla_dump_to={dump}', *DEFAULT.split()]
+  assert dump.is_dir()  # XLA read the combined flags when its CPU backend started
+  assert 'JAX started before' not in result.stderr
+
+
+def test_a_flag_the_user_set_and_the_opt_out_are_respected():
+  name, _ = next(iter(runtime.CPU_FLAGS.items()))
+  mine = f'--{name}=reduce'
+  result = python('import os, inception_jax; print(os.environ["XLA_FLAGS"])', XLA_FLAGS=mine)
+  assert result.stdout.strip() == mine
+  result = python('import os, inception_jax; print(os.environ.get("XLA_FLAGS"))',
+                  **{runtime.OPT_OUT: '0'})
+  assert result.stdout.strip() == 'None'
+
+
+def test_jax_started_first_gets_a_warning_that_says_how():
+  result = python('import os, jax, jax.numpy as jnp\n'
+                  'jnp.ones(1).block_until_ready()\n'
+                  'import inception_jax\n'
+                  'print(os.environ.get("XLA_FLAGS"))')
+  assert result.stdout.strip() == 'None'
+  assert 'JAX started before inception_jax was imported' in result.stderr
+  assert f'XLA_FLAGS="{DEFAULT}"' in result.stderr
