@@ -1,7 +1,7 @@
 """inception_jax: Inception-v3, Inception-v4 and Inception-ResNet in JAX/Flax."""
 
-import re
 from pathlib import Path
+import re
 
 from setuptools import find_packages, setup
 
@@ -11,7 +11,8 @@ version = re.search(r"__version__ = '([^']+)'",
 setup(
     name='inception_jax',
     version=version,
-    description='Inception-v4, Inception-ResNet and Inception-v3 in JAX/Flax: models, training, weights.',
+    description=('Inception-v4, Inception-ResNet and Inception-v3 in JAX/Flax: models, training, '
+                 'weights.'),
     long_description=Path(__file__).with_name('README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['inception_jax', 'inception_jax.*']),
@@ -34,6 +35,6 @@ setup(
         'tensorflow; sys_platform == "darwin"',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-xdist'],
+        'test': ['pytest', 'pytest-xdist', 'ruff'],
     },
 )

@@ -288,7 +288,8 @@ def measure(args, train: bool) -> dict[str, Any]:
 def report(results: list[dict[str, Any]], as_json: bool) -> None:
   for r in results:
     memory = f'{r["peak_memory_bytes"] / 2**30:.2f} GiB' if r['peak_memory_bytes'] else 'n/a'
-    print(f'{r["model"]} {r["step"]} step, batch {r["batch"]}, {r["image_size"]}x{r["image_size"]}, '
+    size = f'{r["image_size"]}x{r["image_size"]}'
+    print(f'{r["model"]} {r["step"]} step, batch {r["batch"]}, {size}, '
           f'{r["dtype"]}, {r["layout"]}, on {r["device"]}')
     print(f'  compile {r["compile_s"]:.1f} s; {r["img_per_s"]:.1f} img/s (runs '
           f'{", ".join(f"{x:.1f}" for x in r["runs_img_per_s"])}); peak memory {memory}')

@@ -1,11 +1,11 @@
 """Training-preprocessing throughput of the input pipeline, in images per second per CPU core.
 
-    python benchmarks/input_pipeline.py [--images=512] [--size=299] [--runs=5] [--json]
+    python benchmarks/input_pipeline.py [--images=512] [--image_size=299] [--runs=5] [--json]
 
 Generates ImageNet-like JPEGs (500x375, smooth random content, quality 90) once into memory, then
 streams them through the real training pipeline (`EncodedSource`: index-based reads, fused JPEG
-decode-and-crop with the Inception distorted box, flip, bilinear resize to --size, batching) and
-reports the median over --runs of images/s divided by the cores tf.data may use.
+decode-and-crop with the Inception distorted box, flip, bilinear resize to --image_size,
+batching) and reports the median over --runs of images/s divided by the cores tf.data may use.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def images_per_second(source: EncodedSource, steps: int) -> float:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--images', type=int, default=512, help='distinct JPEGs generated')
-  parser.add_argument('--size', type=int, default=299)
+  parser.add_argument('--image_size', type=int, default=299)
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--runs', type=int, default=5)
   parser.add_argument('--json', action='store_true')
@@ -69,15 +69,16 @@ def main(argv=None) -> None:
 
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
   jpegs = make_jpegs(args.images)
-  source = source_over(jpegs, args.size, args.batch)
+  source = source_over(jpegs, args.image_size, args.batch)
   steps = max(1, source.steps_per_epoch - 1)
   runs = [images_per_second(source, steps) for _ in range(args.runs)]
   median = statistics.median(runs)
-  print(f'training preprocessing at {args.size}x{args.size}: {median:.0f} img/s on {cores} cores = '
+  size = args.image_size
+  print(f'training preprocessing at {size}x{size}: {median:.0f} img/s on {cores} cores = '
         f'{median / cores:.0f} img/s/core (median of {args.runs}: '
         f'{", ".join(f"{r:.0f}" for r in runs)})')
   if args.json:
-    print(json.dumps({'image_size': args.size, 'cores': cores, 'img_per_sec': round(median, 1),
+    print(json.dumps({'image_size': size, 'cores': cores, 'img_per_sec': round(median, 1),
                       'img_per_sec_per_core': round(median / cores, 1),
                       'runs': [round(r, 1) for r in runs]}))
 

@@ -1,6 +1,6 @@
 """Turns the JSON lines of train_step.py / inference.py into a Markdown table.
 
-    grep '^{' LOG | python benchmarks/table.py > table.md       (or: python benchmarks/table.py FILE)
+    grep '^{' LOG | python benchmarks/table.py > table.md    (or: python benchmarks/table.py FILE)
 """
 
 import json
@@ -12,8 +12,8 @@ def fmt(value, spec='.1f', scale=1.0, suffix=''):
 
 
 def table(records) -> str:
-  rows = ['| model | step | batch | size | dtype | layout | device | compile s | img/s | timm img/s '
-          '| ours/timm | peak mem GiB (ours / timm) | GFLOP/img | MFU |',
+  rows = ['| model | step | batch | size | dtype | layout | device | compile s | img/s '
+          '| timm img/s | ours/timm | peak mem GiB (ours / timm) | GFLOP/img | MFU |',
           '|' + '---|' * 14]
   for r in records:
     memory = f'{fmt(r.get("peak_memory_bytes"), ".2f", 2**-30)} / ' \
@@ -22,7 +22,8 @@ def table(records) -> str:
         f'| {r["model"]} | {r["step"]} | {r["batch"]} | {r["image_size"]} | {r["dtype"]} '
         f'| {r["layout"]} | {r["device"]} | {fmt(r["compile_s"])} | {fmt(r["img_per_s"])} '
         f'| {fmt(r.get("timm_img_per_s"))} | {fmt(r.get("ratio"), ".2f")} | {memory} '
-        f'| {fmt(r["model_flops_per_image"], ".1f", 1e-9)} | {fmt(r.get("mfu"), ".1f", 100, "%")} |')
+        f'| {fmt(r["model_flops_per_image"], ".1f", 1e-9)} '
+        f'| {fmt(r.get("mfu"), ".1f", 100, "%")} |')
   return '\n'.join(rows)
 
 

@@ -27,7 +27,8 @@ class MetricWriter:
       self._tb = tensorboard.SummaryWriter(workdir)
 
   def truncate_after(self, step: int) -> None:
-    """Drops entries past `step`: a resumed run rewrites them, so the log matches an unbroken run."""
+    """Drops entries past `step`: a resumed run rewrites them, so the log matches an unbroken
+    run."""
     if not self.enabled or not gfile.exists(self.path):
       return
     with gfile.GFile(self.path) as f:

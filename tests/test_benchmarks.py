@@ -22,7 +22,8 @@ def test_benchmark_prints_json(script, step, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
   assert KEYS <= set(record)
-  assert (record['model'], record['step'], record['batch'], record['image_size'], record['dtype']) == \
+  keys = ('model', 'step', 'batch', 'image_size', 'dtype')
+  assert tuple(record[k] for k in keys) == \
       ('inception_resnet_v2', step, 2, 75, 'float32')
   assert record['compile_s'] > 0 and record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 2
   assert record['model_flops_per_image'] > 0 and 0 < record['mfu']
@@ -42,7 +43,7 @@ def test_compare_timm_without_torch_names_what_is_missing():
 
 
 def test_compile_time_prints_json():
-  result = subprocess.run([sys.executable, 'benchmarks/compile_time.py', *MODEL, '--size=75',
+  result = subprocess.run([sys.executable, 'benchmarks/compile_time.py', *MODEL, '--image_size=75',
                            '--batch=2', '--runs=1', '--modes=scan', '--json'],
                           cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -53,8 +54,8 @@ def test_compile_time_prints_json():
 
 
 def test_input_pipeline_benchmark_prints_json():
-  out = subprocess.run([sys.executable, 'benchmarks/input_pipeline.py', '--images=16', '--size=64',
-                        '--batch=4', '--runs=1', '--json'], cwd=ROOT, capture_output=True,
-                       text=True, check=True).stdout
+  out = subprocess.run([sys.executable, 'benchmarks/input_pipeline.py', '--images=16',
+                        '--image_size=64', '--batch=4', '--runs=1', '--json'], cwd=ROOT,
+                       capture_output=True, text=True, check=True).stdout
   result = json.loads(out.strip().splitlines()[-1])
   assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0

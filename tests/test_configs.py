@@ -3,8 +3,8 @@
 import importlib
 import pkgutil
 
-import pytest
 from flax.traverse_util import flatten_dict
+import pytest
 
 import configs
 from configs import default, demo, imagenet

@@ -1,4 +1,5 @@
-"""Input pipelines without network access: TFDS mock data, generated images, preprocessing geometry."""
+"""Input pipelines without network access: TFDS mock data, generated images, preprocessing
+geometry."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception_jax.data import create_source, preprocessing
+
 from train_utils import tiny_config
 
 
@@ -51,7 +53,8 @@ def test_imagenet_batches_have_the_model_shapes_and_label_range(mock_tfds):
   assert source.num_classes == 1000 and source.image_shape == (75, 75, 3)
   batch = next(source.train_batches(0))
   assert batch['image'].shape == (8, 75, 75, 3) and batch['image'].dtype == np.uint8
-  assert batch['label'].dtype == np.int32 and np.all((0 <= batch['label']) & (batch['label'] < 1000))
+  assert batch['label'].dtype == np.int32
+  assert np.all((0 <= batch['label']) & (batch['label'] < 1000))
   assert batch['image'].std() > 0
   background = make('imagenet2012', background_class=True)
   assert background.num_classes == 1001
@@ -67,7 +70,8 @@ def test_cifar10_batches(mock_tfds):
 
 
 def test_stream_is_deterministic_and_seeded(mock_tfds):
-  a, b = take(make('imagenet2012').train_batches(0), 3), take(make('imagenet2012').train_batches(0), 3)
+  a = take(make('imagenet2012').train_batches(0), 3)
+  b = take(make('imagenet2012').train_batches(0), 3)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x['image'], y['image'])
   c = take(make('imagenet2012', seed=1).train_batches(0), 1)
@@ -122,14 +126,16 @@ def test_synthetic_source():
   source = make('synthetic', image_size=64)
   batch = next(source.train_batches(5))
   assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
-  np.testing.assert_array_equal(batch['image'], next(make('synthetic', image_size=64).train_batches(5))['image'])
+  again = next(make('synthetic', image_size=64).train_batches(5))
+  np.testing.assert_array_equal(batch['image'], again['image'])
 
 
 def test_distorted_crops_respect_area_and_aspect_bounds():
   shape = tf.constant([375, 500, 3])
   whole = 0
   for i in range(200):
-    offset, size = (t.numpy() for t in preprocessing.distorted_crop_window(shape, tf.constant([7, i])))
+    window = preprocessing.distorted_crop_window(shape, tf.constant([7, i]))
+    offset, size = (t.numpy() for t in window)
     assert np.all(offset >= 0) and np.all(offset + size <= [375, 500])
     area = size[0] * size[1] / (375 * 500)
     aspect = size[1] / size[0]
@@ -146,8 +152,8 @@ def test_eval_crop_is_central():
   np.testing.assert_array_equal(size, [328, 438])
   np.testing.assert_array_equal(offset, [(375 - 328) // 2, (500 - 438) // 2])
   # A left/right-symmetric image stays symmetric through the eval preprocessing.
-  x = np.tile(np.concatenate([np.arange(250), np.arange(250)[::-1]]).astype(np.uint8)[None, :, None],
-              (375, 1, 3))
+  row = np.concatenate([np.arange(250), np.arange(250)[::-1]]).astype(np.uint8)
+  x = np.tile(row[None, :, None], (375, 1, 3))
   out = preprocessing.eval_image(tf.io.encode_png(x), 64).numpy().astype(int)
   assert np.abs(out - out[:, ::-1]).max() <= 1
 
@@ -158,7 +164,8 @@ def test_jpeg_and_png_give_the_same_crop():
   image = image.astype(np.uint8)  # smooth, so JPEG is nearly lossless
   seed = tf.constant([1, 2])
   png = preprocessing.train_image(tf.io.encode_png(image), seed, 32).numpy().astype(int)
-  jpg = preprocessing.train_image(tf.io.encode_jpeg(image, quality=100), seed, 32).numpy().astype(int)
+  jpeg = tf.io.encode_jpeg(image, quality=100)
+  jpg = preprocessing.train_image(jpeg, seed, 32).numpy().astype(int)
   assert png.shape == jpg.shape == (32, 32, 3)
   assert np.abs(png - jpg).mean() < 4  # same window, only JPEG's loss differs
 

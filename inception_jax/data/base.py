@@ -51,8 +51,8 @@ class Source(abc.ABC):
 
   def check_batch_size(self) -> None:
     if self.global_batch_size > self.train_size:
-      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} training '
-                       f'examples of {self.name}; lower config.batch_size.')
+      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} '
+                       f'training examples of {self.name}; lower config.batch_size.')
 
   def local_slice(self, batch: int) -> slice:
     """This process's columns of a global batch of `batch` examples."""
@@ -72,7 +72,8 @@ class Source(abc.ABC):
 
 @dataclasses.dataclass(kw_only=True)
 class ArraySource(Source):
-  """Arrays held in memory, shuffled per epoch from the seed; global batches split over processes."""
+  """Arrays held in memory, shuffled per epoch from the seed; global batches split over
+  processes."""
   name: str
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -124,7 +125,8 @@ def known_datasets() -> list[str]:
 
 def create_source(dataset_config, *, batch_size: int, eval_batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> Source:
-  """The source named by `dataset_config.name` (fails fast, naming the fix, when it can't be read)."""
+  """The source named by `dataset_config.name` (fails fast, naming the fix, when it can't be
+  read)."""
 
   name = dataset_config.name
   kind = name.split(':', 1)[0]

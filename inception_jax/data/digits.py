@@ -1,7 +1,8 @@
 """The embedded demo data: scikit-learn's bundled handwritten digits, no download.
 
 1,797 grey 8x8 images of the digits 0-9, split deterministically into 1,500 training and 297 eval
-images, scaled to uint8, resized (bilinear) to `dataset.image_size` and repeated to 3 channels so that
+images, scaled to uint8, resized (bilinear) to `dataset.image_size` and repeated to 3 channels so
+that
 the networks see the same kind of input as ImageNet.
 """
 

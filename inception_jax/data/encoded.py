@@ -20,7 +20,8 @@ from inception_jax.data.base import Batch, Source
 
 tf = runtime.tensorflow()
 
-# Reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n], valid [n]).
+# Reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n],
+# valid [n]).
 # An example that cannot be read comes back with valid 0 and any decodable placeholder image: it is
 # masked out of the loss and the metrics, and the batch keeps its shape.
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]

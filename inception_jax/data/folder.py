@@ -1,7 +1,8 @@
 """The user's own images: `folder:PATH` with PATH/train/<class>/* and PATH/val/<class>/*.
 
 JPEG and PNG files (also GIF and BMP, first frame). Classes are the sorted sub-directory names of
-PATH/train; PATH/val may hold a subset of them. An unreadable or corrupt file never stops the run: it
+PATH/train; PATH/val may hold a subset of them. An unreadable or corrupt file never stops the run:
+it
 is replaced by a blank placeholder that is masked out of the loss and the metrics, counted, and
 reported (with its path) at the end of each epoch and after each evaluation.
 """

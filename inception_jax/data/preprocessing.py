@@ -30,7 +30,8 @@ def image_shape(encoded: tf.Tensor) -> tf.Tensor:
 
 def distorted_crop_window(shape: tf.Tensor, seed: tf.Tensor,
                           min_area: float = AREA_RANGE[0]) -> tuple[tf.Tensor, tf.Tensor]:
-  """(offset [y, x], size [h, w]) of TF-slim's distorted bounding box; the whole image on failure."""
+  """(offset [y, x], size [h, w]) of TF-slim's distorted bounding box; the whole image on
+  failure."""
   whole_image = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=whole_image, seed=seed,
@@ -65,7 +66,8 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def distort_color(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Brightness, saturation, hue and contrast jitter (TF-slim's colour distortion), uint8 -> uint8."""
+  """Brightness, saturation, hue and contrast jitter (TF-slim's colour distortion), uint8 ->
+  uint8."""
   seeds = tf.random.experimental.stateless_split(seed, 4)
   x = tf.image.convert_image_dtype(image, tf.float32)
   x = tf.image.stateless_random_brightness(x, 32.0 / 255.0, seeds[0])

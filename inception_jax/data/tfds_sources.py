@@ -17,8 +17,9 @@ CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
 SPECS = {
     # name: (train split, eval split, class names, how to prepare it)
     'imagenet2012': ('train', 'validation', 'imagenet',
-                     'download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into MANUAL_DIR, '
-                     'then run: tfds build imagenet2012 --manual_dir=MANUAL_DIR --data_dir={data_dir} '
+                     'download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into '
+                     'MANUAL_DIR, then run: tfds build imagenet2012 --manual_dir=MANUAL_DIR '
+                     '--data_dir={data_dir} '
                      '--file_format=array_record'),
     'cifar10': ('train', 'test', CIFAR10_CLASSES,
                 'run (downloads 163 MB): tfds build cifar10 --data_dir={data_dir} '

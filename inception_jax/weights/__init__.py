@@ -22,10 +22,21 @@ variables and layer order, filled shape-checked.
 
 from inception_jax.weights.keras import KERAS_APPLICATIONS, from_keras
 from inception_jax.weights.layout import ConversionError, options_from_variables
-from inception_jax.weights.slim import (SLIM_HEADS, SLIM_LEAVES, SLIM_NOT_WEIGHTS, SLIM_SCOPES,
-                                        from_slim, slim_name)
-from inception_jax.weights.timm import (TIMM_BLOCKS, TIMM_HEADS, TIMM_MODELS, from_timm,
-                                        read_state_dict)
+from inception_jax.weights.slim import (
+    SLIM_HEADS,
+    SLIM_LEAVES,
+    SLIM_NOT_WEIGHTS,
+    SLIM_SCOPES,
+    from_slim,
+    slim_name,
+)
+from inception_jax.weights.timm import (
+    TIMM_BLOCKS,
+    TIMM_HEADS,
+    TIMM_MODELS,
+    from_timm,
+    read_state_dict,
+)
 
 __all__ = [
     'ConversionError', 'KERAS_APPLICATIONS', 'SLIM_HEADS', 'SLIM_LEAVES', 'SLIM_NOT_WEIGHTS',
