@@ -4,9 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from inception_jax.models import inception_resnet as irn
-from inception_jax.models import inception_v3 as v3
-from inception_jax.models import inception_v4 as v4
+from inception_jax.models import inception_resnet as irn, inception_v3 as v3, inception_v4 as v4
 from inception_jax.models.layers import Ops
 
 OPS = Ops()
@@ -60,7 +58,8 @@ def test_block_output_shape(name):
 
 
 def test_residual_block_adds_scaled_residual():
-  """x + scale * up(...): with the up conv zeroed the block is relu(x); scale multiplies the rest."""
+  """x + scale * up(...): with the up conv zeroed the block is relu(x); scale multiplies the
+  rest."""
   block = irn.Block8(OPS, scale=0.2)
   x = jax.random.normal(jax.random.key(0), (1, 3, 3, 16))
   variables = block.init(jax.random.key(1), x)

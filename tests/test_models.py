@@ -13,8 +13,13 @@ import pytest
 from inception_jax.models import create, list_models, stack_blocks, unstack_blocks
 from inception_jax.models.layers import ConvBN, Ops
 from inception_jax.models.scan import SEPARATOR
-from inception_jax.models.summary import (abstract_variables, count_macs, count_params, image_spec,
-                                          traced_macs)
+from inception_jax.models.summary import (
+  abstract_variables,
+  count_macs,
+  count_params,
+  image_spec,
+  traced_macs,
+)
 
 MODELS = ['inception_v3', 'inception_v4', 'inception_resnet_v1', 'inception_resnet_v2',
           'inception_resnet_v2_paper']
@@ -109,7 +114,8 @@ def test_too_small_input_names_the_minimum(name):
 def test_small_inputs_accepts_cifar_size_with_the_same_variables(name):
   small = create(name, num_classes=10, small_inputs=True)
   assert output_shape(small, 32, train=False) == (2, 10)
-  full = jax.tree_util.tree_map(lambda v: v.shape, abstract_variables(create(name, num_classes=10), 299))
+  full = jax.tree_util.tree_map(lambda v: v.shape,
+                                abstract_variables(create(name, num_classes=10), 299))
   assert jax.tree_util.tree_map(lambda v: v.shape, abstract_variables(small, 32)) == full
 
 
@@ -146,6 +152,14 @@ def test_residual_scale_option():
   assert model.scales == (0.3, 0.3, 0.3)
   with pytest.raises(ValueError, match='residual_scale takes one float or three'):
     abstract_variables(create('inception_resnet_v2', residual_scale=(0.1, 0.2)), 299)
+
+
+def test_layer_options_reach_ops_and_default_to_its_defaults():
+  assert create('inception_v4').ops == Ops()
+  options = dict(dtype=jnp.bfloat16, bn_scale=True, bn_momentum=0.9, bn_epsilon=1e-5,
+                 depth_multiplier=0.5, avg_pool_include_pad=True)
+  model = create('inception_v4', small_inputs=True, **options)
+  assert model.ops == Ops(same_padding=True, **options)
 
 
 def train_step_outputs(model, variables, x):
@@ -207,7 +221,8 @@ def test_bfloat16_forward_is_finite_and_close_to_float32(name):
 
 
 def test_small_inputs_model_trains_on_32x32():
-  """create('inception_resnet_v2', num_classes=10, small_inputs=True) learns a fixed CIFAR-size batch."""
+  """create('inception_resnet_v2', num_classes=10, small_inputs=True) learns a fixed CIFAR-size
+  batch."""
   model = create('inception_resnet_v2', num_classes=10, small_inputs=True, depth_multiplier=0.25,
                  repeats=(1, 1, 2), scan_blocks=True, bn_momentum=0.9)
   images = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3), minval=-1, maxval=1)

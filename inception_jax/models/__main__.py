@@ -8,6 +8,7 @@ Shapes only: nothing is compiled or computed, so this takes seconds on a laptop.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 
@@ -34,7 +35,7 @@ def main(argv=None) -> None:
     except ValueError as e:
       parser.error(str(e))
     variables = abstract_variables(model, args.size)
-    output = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+    output = jax.eval_shape(functools.partial(model.apply, train=False), variables,
                             image_spec(args.size))
     macs = count_macs(model, variables, args.size)
     print(f'{name:<28}{count_params(variables):>14,}{macs / 1e9:>9.2f}  '

@@ -8,8 +8,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inception_jax.models.layers import AuxHead, Dtype, Mixed, Ops, Stage, repeat
+from inception_jax.models.layers import AuxHead, Dtype, Mixed, Ops
 from inception_jax.models.names import AUX_LOGITS, LOGITS
+from inception_jax.models.scan import Stage, repeat
+
+# Options that every layer's `Ops` takes under the same name: their defaults are Ops's.
+OPS_OPTIONS = ('dtype', 'bn_scale', 'bn_momentum', 'bn_epsilon', 'depth_multiplier',
+               'avg_pool_include_pad')
 
 
 class InceptionNetwork(nn.Module):
@@ -42,16 +47,16 @@ class InceptionNetwork(nn.Module):
   num_classes: int = 1000
   dropout_keep: float = 0.8
   aux_logits: bool = False
-  bn_scale: bool = False
-  bn_momentum: float = 0.9997
-  bn_epsilon: float = 1e-3
-  dtype: Dtype = jnp.float32
+  bn_scale: bool = Ops.bn_scale
+  bn_momentum: float = Ops.bn_momentum
+  bn_epsilon: float = Ops.bn_epsilon
+  dtype: Dtype = Ops.dtype
   scan_blocks: bool = False
   remat: bool = False
   small_inputs: bool = False
-  depth_multiplier: float = 1.0
+  depth_multiplier: float = Ops.depth_multiplier
   repeats: Optional[tuple[int, int, int]] = None
-  avg_pool_include_pad: bool = False
+  avg_pool_include_pad: bool = Ops.avg_pool_include_pad
 
   default_size: ClassVar[int] = 299
   min_size: ClassVar[int] = 75
@@ -66,7 +71,8 @@ class InceptionNetwork(nn.Module):
       'num_classes', 'aux_logits', 'bn_scale', 'depth_multiplier', 'repeats', 'scan_blocks')
   # Options under which the same variables compute other outputs: pretrained weights compute what
   # they were trained to only under the values they were trained with.
-  numeric_options: ClassVar[tuple[str, ...]] = ('avg_pool_include_pad', 'bn_epsilon', 'small_inputs')
+  numeric_options: ClassVar[tuple[str, ...]] = (
+      'avg_pool_include_pad', 'bn_epsilon', 'small_inputs')
   # Options of how the function is computed or trained, not of what it is.
   runtime_options: ClassVar[tuple[str, ...]] = ('dtype', 'remat', 'dropout_keep', 'bn_momentum')
   # What a run starting from pretrained variables may change: a new classifier width, an aux head
@@ -83,13 +89,18 @@ class InceptionNetwork(nn.Module):
 
   @property
   def ops(self) -> Ops:
-    return Ops(dtype=self.dtype, bn_scale=self.bn_scale, bn_momentum=self.bn_momentum,
-               bn_epsilon=self.bn_epsilon, depth_multiplier=self.depth_multiplier,
-               same_padding=self.small_inputs, avg_pool_include_pad=self.avg_pool_include_pad)
+    return Ops(same_padding=self.small_inputs, **{o: getattr(self, o) for o in OPS_OPTIONS})
 
   @property
   def stem_stride(self) -> int:
     return 1 if self.small_inputs else 2
+
+  def stem_convs(self, x: jax.Array, train: bool) -> jax.Array:
+    """The three convs that open every network's stem: 299 -> 147x147x64."""
+    ops = self.ops
+    x = ops.conv(32, 3, 'Conv2d_1a_3x3', self.stem_stride, 'VALID')(x, train)
+    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
+    return ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
 
   @property
   def stage_repeats(self) -> tuple[int, int, int]:

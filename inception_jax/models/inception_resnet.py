@@ -1,9 +1,9 @@
 """Inception-ResNet-v1 and -v2 (Szegedy et al. 2017, Figs. 10-19), with residual scaling.
 
 Three networks:
-- `InceptionResNetV2`: Inception-ResNet-v2 as released by TF-slim (and ported by timm and Keras): its
-  own stem with Mixed_5b, 10/20/10 blocks, a last Block8 with scale 1 and no ReLU, and a 1x1 conv to
-  1536 channels before the pool. The public weights fit this one; scopes follow TF-slim.
+- `InceptionResNetV2`: Inception-ResNet-v2 as released by TF-slim (and ported by timm and Keras):
+  its own stem with Mixed_5b, 10/20/10 blocks, a last Block8 with scale 1 and no ReLU, and a 1x1
+  conv to 1536 channels before the pool. The public weights fit this one; scopes follow TF-slim.
 - `InceptionResNetV1`: the paper's Figs. 10-15 (no public code implements it exactly).
 - `InceptionResNetV2Paper`: the paper's own Inception-ResNet-v2 schema (Fig. 15 with the
   Inception-v4 stem of Fig. 3 and the blocks of Figs. 16-19, 5/10/5 blocks). The paper's figures
@@ -23,12 +23,14 @@ with more than about 1000 filters "died" early in training. Defaults follow TF-s
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Any, ClassVar, Mapping, Sequence, Union
+
+import jax
 
 from inception_jax.models.base import InceptionNetwork
-from inception_jax.models.inception_v3 import v3_stem
+from inception_jax.models.inception_v3 import v3_stem, v3_stem_convs
 from inception_jax.models.inception_v4 import ReductionA, v4_stem
-from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Mixed, Pool, Residual
+from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Mixed, Residual
 from inception_jax.models.names import numbered
 
 ResidualScale = Union[float, Sequence[float]]
@@ -45,7 +47,8 @@ class Block35(Residual):
     return (
         (Conv(self.branch_0, 1, 'Conv2d_1x1'),),
         (Conv(b1a, 1, 'Conv2d_0a_1x1'), Conv(b1b, 3, 'Conv2d_0b_3x3')),
-        (Conv(b2a, 1, 'Conv2d_0a_1x1'), Conv(b2b, 3, 'Conv2d_0b_3x3'), Conv(b2c, 3, 'Conv2d_0c_3x3')),
+        (Conv(b2a, 1, 'Conv2d_0a_1x1'), Conv(b2b, 3, 'Conv2d_0b_3x3'),
+         Conv(b2c, 3, 'Conv2d_0c_3x3')),
     )
 
 
@@ -106,10 +109,22 @@ class Mixed5b(Mixed):
 
 
 class InceptionResNet(InceptionNetwork):
-  """What the Inception-ResNets share: residual scaling, one factor or one per grid."""
+  """What the Inception-ResNets share: residual scaling, one factor or one per grid, and the stages
+  after the stem; subclasses give the stem in `stem()` and their widths below."""
   residual_scale: ResidualScale = (0.17, 0.10, 0.20)
 
   numeric_options = (*InceptionNetwork.numeric_options, 'residual_scale')
+
+  # Widths: Table 1's (k, l, m, n) of Reduction-A, and the other blocks' width fields (none given:
+  # the blocks' defaults, which are Inception-ResNet-v2's).
+  reduction_a: ClassVar[tuple[int, int, int, int]] = (256, 256, 384, 384)
+  block35: ClassVar[Mapping[str, Any]] = {}
+  block17: ClassVar[Mapping[str, Any]] = {}
+  reduction_b: ClassVar[Mapping[str, Any]] = {}
+  block8: ClassVar[Mapping[str, Any]] = {}
+  # The released Inception-ResNet-v2 makes its last 8x8 block linear and unscaled, and adds a 1x1
+  # conv to 1536 channels before the pool.
+  released_end: ClassVar[bool] = False
 
   @property
   def scales(self) -> tuple[float, float, float]:
@@ -122,6 +137,29 @@ class InceptionResNet(InceptionNetwork):
                        f'blocks), got {self.residual_scale!r}.')
     return scales
 
+  def stem(self, x: jax.Array, train: bool) -> jax.Array:
+    """299 -> the 35x35 grid."""
+    raise NotImplementedError
+
+  def body(self, x, train):
+    ops = self.ops
+    s35, s17, s8 = self.scales
+    n35, n17, n8 = self.stage_repeats
+    x = self.stem(x, train)
+    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35,
+                    **self.block35)
+    x = ReductionA(ops, *self.reduction_a, name='Mixed_6a')(x, train)
+    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17,
+                    **self.block17)
+    aux_input = x  # TF-slim PreAuxLogits
+    x = ReductionBResidual(ops, **self.reduction_b, name='Mixed_7a')(x, train)
+    names = numbered('block8', n8 - 1 if self.released_end else n8)
+    x = self.blocks(Block8, names, x, train, scope='Repeat_2', scale=s8, **self.block8)
+    if self.released_end:
+      x = Block8(ops, scale=1.0, activation=False, name='Block8', **self.block8)(x, train)
+      x = ops.conv(1536, 1, 'Conv2d_7b_1x1')(x, train)
+    return x, aux_input
+
 
 class InceptionResNetV2(InceptionResNet):
   """Inception-ResNet-v2 as released (TF-slim = timm = Keras); the public weights fit it.
@@ -129,50 +167,26 @@ class InceptionResNetV2(InceptionResNet):
   55.8M parameters (with BatchNorm gamma, 1000 classes), 13.2 GMACs at 299x299.
   """
   default_repeats = (10, 20, 10)
+  released_end = True
 
-  def body(self, x, train):
-    ops = self.ops
-    s35, s17, s8 = self.scales
-    n35, n17, n8 = self.stage_repeats
-    x = Mixed5b(ops, name='Mixed_5b')(v3_stem(self, x, train), train)
-    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
-    x = ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train)
-    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
-    aux_input = x  # TF-slim PreAuxLogits
-    x = ReductionBResidual(ops, name='Mixed_7a')(x, train)
-    # The released network ends with n8 - 1 scaled blocks and one unscaled linear block.
-    x = self.blocks(Block8, numbered('block8', n8 - 1), x, train, scope='Repeat_2', scale=s8)
-    x = Block8(ops, scale=1.0, activation=False, name='Block8')(x, train)
-    x = ops.conv(1536, 1, 'Conv2d_7b_1x1')(x, train)
-    return x, aux_input
+  def stem(self, x, train):
+    return Mixed5b(self.ops, name='Mixed_5b')(v3_stem(self, x, train), train)
 
 
 class InceptionResNetV1(InceptionResNet):
-  """Inception-ResNet-v1 per the paper (Figs. 10-15): 5/10/5 blocks, about the cost of Inception-v3."""
+  """Inception-ResNet-v1 per the paper (Figs. 10-15): 5/10/5 blocks, about the cost of
+  Inception-v3."""
   default_repeats = (5, 10, 5)
+  reduction_a = (192, 192, 256, 384)
+  block35 = {'branch_0': 32, 'branch_1': (32, 32), 'branch_2': (32, 32, 32)}
+  block17 = {'branch_0': 128, 'branch_1': (128, 128, 128)}
+  reduction_b = {'widths': (384, 256, 256), 'tower_2_middle': 256}
+  block8 = {'branch_0': 192, 'branch_1': (192, 192, 192)}
 
-  def body(self, x, train):
-    ops, s = self.ops, self.stem_stride
-    s35, s17, s8 = self.scales
-    n35, n17, n8 = self.stage_repeats
-    # Stem (Fig. 14): 299 -> 35x35x256.
-    x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
-    x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
-    x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
-    x = ops.pool(x, Pool('max', 3, s, 'VALID'))
-    x = ops.conv(80, 1, 'Conv2d_3b_1x1')(x, train)
-    x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
-    x = ops.conv(256, 3, 'Conv2d_4b_3x3', 2, 'VALID')(x, train)
-    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35,
-                    branch_0=32, branch_1=(32, 32), branch_2=(32, 32, 32))
-    x = ReductionA(ops, 192, 192, 256, 384, name='Mixed_6a')(x, train)
-    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17,
-                    branch_0=128, branch_1=(128, 128, 128))
-    aux_input = x  # TF-slim PreAuxLogits
-    x = ReductionBResidual(ops, widths=(384, 256, 256), tower_2_middle=256, name='Mixed_7a')(x, train)
-    x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8,
-                    branch_0=192, branch_1=(192, 192, 192))
-    return x, aux_input
+  def stem(self, x, train):
+    """Fig. 14: 299 -> 35x35x256."""
+    x = v3_stem_convs(self, x, train)
+    return self.ops.conv(256, 3, 'Conv2d_4b_3x3', 2, 'VALID')(x, train)
 
 
 class InceptionResNetV2Paper(InceptionResNet):
@@ -182,15 +196,5 @@ class InceptionResNetV2Paper(InceptionResNet):
   """
   default_repeats = (5, 10, 5)
 
-  def body(self, x, train):
-    ops = self.ops
-    s35, s17, s8 = self.scales
-    n35, n17, n8 = self.stage_repeats
-    x = v4_stem(self, x, train)
-    x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35)
-    x = ReductionA(ops, 256, 256, 384, 384, name='Mixed_6a')(x, train)
-    x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17)
-    aux_input = x  # TF-slim PreAuxLogits
-    x = ReductionBResidual(ops, name='Mixed_7a')(x, train)
-    x = self.blocks(Block8, numbered('block8', n8), x, train, scope='Repeat_2', scale=s8)
-    return x, aux_input
+  def stem(self, x, train):
+    return v4_stem(self, x, train)

@@ -1,7 +1,8 @@
-"""Inception-v3 (Szegedy et al. 2016, "Rethinking the Inception Architecture"), the paper's baseline.
+"""Inception-v3 (Szegedy et al. 2016, "Rethinking the Inception Architecture"), the paper's
+baseline.
 
-Built as TF-slim's `inception_v3.py` and timm build it; variable scopes follow TF-slim, including its
-irregular names (Mixed_5c's `Conv_1_0c_5x5`, Mixed_6a's 3x3 convs called `Conv2d_1a_1x1`).
+Built as TF-slim's `inception_v3.py` and timm build it; variable scopes follow TF-slim, including
+its irregular names (Mixed_5c's `Conv_1_0c_5x5`, Mixed_6a's 3x3 convs called `Conv2d_1a_1x1`).
 """
 
 from __future__ import annotations
@@ -72,16 +73,20 @@ class InceptionV3E(Mixed):
     )
 
 
+def v3_stem_convs(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:
+  """Inception-v3's stem up to its last pool, 299 -> 71x71x192; Inception-ResNet-v1's (Fig. 14)
+  starts the same. The 1x1 conv is VALID as in TF-slim: at 1x1 and stride 1, the same as SAME.
+  """
+  ops = net.ops
+  x = net.stem_convs(x, train)
+  x = ops.pool(x, Pool('max', 3, net.stem_stride, 'VALID'))
+  x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
+  return ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
+
+
 def v3_stem(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:
   """The stem of Inception-v3, shared by the released Inception-ResNet-v2: 299 -> 35x35x192."""
-  ops, s = net.ops, net.stem_stride
-  x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
-  x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
-  x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
-  x = ops.pool(x, Pool('max', 3, s, 'VALID'))
-  x = ops.conv(80, 1, 'Conv2d_3b_1x1', padding='VALID')(x, train)
-  x = ops.conv(192, 3, 'Conv2d_4a_3x3', padding='VALID')(x, train)
-  return ops.pool(x, MAX_POOL_3X3_S2)
+  return net.ops.pool(v3_stem_convs(net, x, train), MAX_POOL_3X3_S2)
 
 
 class InceptionV3(InceptionNetwork):
@@ -99,7 +104,8 @@ class InceptionV3(InceptionNetwork):
     ops = self.ops
     x = v3_stem(self, x, train)
     x = InceptionV3A(ops, pool_features=32, name='Mixed_5b')(x, train)
-    x = InceptionV3A(ops, branch_1_names=('Conv2d_0b_1x1', 'Conv_1_0c_5x5'), name='Mixed_5c')(x, train)
+    x = InceptionV3A(ops, branch_1_names=('Conv2d_0b_1x1', 'Conv_1_0c_5x5'),
+                     name='Mixed_5c')(x, train)
     x = InceptionV3A(ops, name='Mixed_5d')(x, train)
     x = ReductionA(ops, 64, 96, 96, 384, stride_2_name='Conv2d_1a_1x1', name='Mixed_6a')(x, train)
     x = InceptionV3C(ops, c7=128, name='Mixed_6b')(x, train)

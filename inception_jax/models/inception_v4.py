@@ -123,11 +123,9 @@ class InceptionC(Mixed):
 
 def v4_stem(net: InceptionNetwork, x: jax.Array, train: bool) -> jax.Array:
   """The stem of Inception-v4 and of the paper's Inception-ResNet-v2 (Fig. 3): 299 -> 35x35x384."""
-  ops, s = net.ops, net.stem_stride
-  x = ops.conv(32, 3, 'Conv2d_1a_3x3', s, 'VALID')(x, train)
-  x = ops.conv(32, 3, 'Conv2d_2a_3x3', padding='VALID')(x, train)
-  x = ops.conv(64, 3, 'Conv2d_2b_3x3')(x, train)
-  x = Mixed3a(ops, stride=s, name='Mixed_3a')(x, train)
+  ops = net.ops
+  x = net.stem_convs(x, train)
+  x = Mixed3a(ops, stride=net.stem_stride, name='Mixed_3a')(x, train)
   x = Mixed4a(ops, name='Mixed_4a')(x, train)
   return Mixed5a(ops, name='Mixed_5a')(x, train)
 

@@ -19,72 +19,13 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from inception_jax.models.conv import NHWC_HWIO, conv_general_dilated
+
 Dtype = Any
 Kernel = Union[int, tuple[int, int]]
 
 # TF-slim's inception_arg_scope initialises convolutions with He (fan-in) scaling.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal')
-
-
-_NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None,
-                         preferred_element_type=None):
-  """`jax.lax.conv_general_dilated`, with a hand-written gradient for plain stride-1 NHWC/HWIO
-  convolutions on CPU (every conv inside the scanned blocks).
-
-  JAX's own gradient relabels dimensions instead of transposing. XLA:CPU turns such convolutions
-  back into the layout its fast (Eigen) kernels take, except inside while loops (`nn.scan`), where
-  they fall to a generic kernel: the kernel gradient of a 17x17x256 3x3 conv ran 35x slower
-  (benchmarks/BENCHMARKS.md). Written with explicit transposes, the gradients are the same numbers
-  and stay on the fast path. Other backends and other convolutions use JAX's gradient.
-  """
-  plain = (tuple(window_strides) == (1, 1) and all(d == 1 for d in (lhs_dilation or ()))
-           and all(d == 1 for d in (rhs_dilation or ())) and feature_group_count == 1
-           and precision is None and preferred_element_type is None and lhs.ndim == 4
-           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-           == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_HWIO)
-           and jax.default_backend() == 'cpu')
-  if not plain:
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        precision=precision, preferred_element_type=preferred_element_type)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-  return _conv_stride_1(lhs, rhs, tuple(tuple(int(p) for p in pair) for pair in padding))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_stride_1(x, kernel, pads):
-  return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_NHWC_HWIO)
-
-
-def _conv_stride_1_fwd(x, kernel, pads):
-  return _conv_stride_1(x, kernel, pads), (x, kernel)
-
-
-def _conv_stride_1_bwd(pads, residuals, dy):
-  x, kernel = residuals
-  kh, kw = kernel.shape[:2]
-  (top, bottom), (left, right) = pads
-  if (kh, kw) == (1, 1) and pads == ((0, 0), (0, 0)):  # matrix products over the channels
-    dx = jnp.einsum('nhwo,io->nhwi', dy, kernel[0, 0])
-    return dx, jnp.einsum('nhwi,nhwo->io', x, dy)[None, None]
-  # dx: the output gradient convolved with the spatially flipped kernel, in and out swapped.
-  flipped = jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
-  dx = lax.conv_general_dilated(dy, flipped, (1, 1),
-                                ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
-                                dimension_numbers=_NHWC_HWIO)
-  # dkernel: channels as the batch, the batch as the features, the output gradient as the kernel.
-  dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
-                                (1, 1), pads, dimension_numbers=_NHWC_HWIO)
-  return dx, jnp.transpose(dk, (1, 2, 0, 3))
-
-
-_conv_stride_1.defvjp(_conv_stride_1_fwd, _conv_stride_1_bwd)
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +65,8 @@ class Pool:
 
 @dataclasses.dataclass(frozen=True)
 class Fork:
-  """Convs applied side by side to one input and concatenated: the split ends of Inception-C towers."""
+  """Convs applied side by side to one input and concatenated: the split ends of Inception-C
+  towers."""
   convs: tuple[Conv, ...]
 
 
@@ -185,7 +127,8 @@ class Ops:
 
   def apply(self, layer: Union[Conv, Pool, Fork], x: jax.Array, train: bool) -> jax.Array:
     if isinstance(layer, Conv):
-      return self.conv(layer.features, layer.kernel, layer.name, layer.stride, layer.padding)(x, train)
+      conv = self.conv(layer.features, layer.kernel, layer.name, layer.stride, layer.padding)
+      return conv(x, train)
     if isinstance(layer, Pool):
       return self.pool(x, layer)
     return jnp.concatenate([self.apply(c, x, train) for c in layer.convs], axis=-1)
@@ -205,10 +148,11 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    kernel = self.param('kernel', conv_init, (*self.kernel, x.shape[-1], self.features), jnp.float32)
+    shape = (*self.kernel, x.shape[-1], self.features)
+    kernel = self.param('kernel', conv_init, shape, jnp.float32)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.ops.dtype)
     y = conv_general_dilated(x, kernel, (self.stride, self.stride), self.padding,
-                             dimension_numbers=_NHWC_HWIO)
+                             dimension_numbers=NHWC_HWIO)
     y = nn.BatchNorm(use_running_average=not train, momentum=self.ops.bn_momentum,
                      epsilon=self.ops.bn_epsilon, use_scale=self.ops.bn_scale,
                      dtype=self.ops.dtype, name='BatchNorm')(y)
@@ -268,41 +212,6 @@ class Residual(Mixed):
     return nn.relu(x) if self.activation else x
 
 
-def repeat(block: type[Mixed], names: Sequence[str], x: jax.Array, train: bool, *, scan: bool,
-           remat: bool, **fields) -> jax.Array:
-  """Applies `len(names)` identical blocks, created in the calling module's scope.
-
-  Unrolled, block i is named `names[i]`. With `scan`, the blocks run under `nn.scan` as one module
-  named `'+'.join(names)` whose variables are stacked on a leading axis (see `stack_blocks`):
-  the same function, compiled once instead of once per block.
-  """
-  if scan and len(names) > 1:
-    cls = nn.remat(block, static_argnums=(2,), methods=['step']) if remat else block
-    scanned = nn.scan(cls, variable_axes={'params': 0, 'batch_stats': 0},
-                      split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
-                      length=len(names), methods=['step'])
-    x, _ = scanned(name='+'.join(names), **fields).step(x, train)
-    return x
-  cls = nn.remat(block, static_argnums=(2,)) if remat else block
-  for name in names:
-    x = cls(name=name, **fields)(x, train)
-  return x
-
-
-class Stage(nn.Module):
-  """A scope around a run of identical blocks, like TF-slim's `slim.repeat` scopes (`Repeat`)."""
-  block: type[Mixed]
-  names: tuple[str, ...]
-  scan: bool
-  remat: bool
-  fields: tuple[tuple[str, Any], ...] = ()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return repeat(self.block, self.names, x, train, scan=self.scan, remat=self.remat,
-                  **dict(self.fields))
-
-
 class AuxHead(nn.Module):
   """TF-slim's auxiliary classifier: avg-pool 5/3, 1x1 conv 128, 5x5 conv 768, dense.
 
@@ -320,6 +229,7 @@ class AuxHead(nn.Module):
     x = nn.avg_pool(x, window, (3, 3), 'VALID')
     x = ConvBN(self.ops.depth(128), (1, 1), self.ops, name='Conv2d_1b_1x1')(x, train)
     kernel = (min(5, x.shape[1]), min(5, x.shape[2]))
-    x = ConvBN(self.ops.depth(768), kernel, self.ops, padding='VALID', name=self.conv_name)(x, train)
+    x = ConvBN(self.ops.depth(768), kernel, self.ops, padding='VALID',
+               name=self.conv_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.ops.dtype, name=self.logits_name)(x)

@@ -7,8 +7,11 @@ import dataclasses
 import jax.numpy as jnp
 
 from inception_jax.models.base import InceptionNetwork
-from inception_jax.models.inception_resnet import (InceptionResNetV1, InceptionResNetV2,
-                                                   InceptionResNetV2Paper)
+from inception_jax.models.inception_resnet import (
+  InceptionResNetV1,
+  InceptionResNetV2,
+  InceptionResNetV2Paper,
+)
 from inception_jax.models.inception_v3 import InceptionV3
 from inception_jax.models.inception_v4 import InceptionV4
 
@@ -28,7 +31,8 @@ def list_models() -> list[str]:
 
 def options(name: str) -> list[str]:
   """The keyword options `create(name, ...)` accepts."""
-  return sorted(f.name for f in dataclasses.fields(model_class(name)) if f.name not in ('parent', 'name'))
+  return sorted(f.name for f in dataclasses.fields(model_class(name))
+                if f.name not in ('parent', 'name'))
 
 
 def model_class(name: str) -> type[InceptionNetwork]:

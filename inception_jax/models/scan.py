@@ -1,19 +1,57 @@
-"""Conversion between unrolled and scanned variables.
+"""Runs of identical blocks, unrolled or under `nn.scan`, and conversion between the two layouts.
 
-Under `scan_blocks=True` a run of identical blocks named e.g. `block35_1` ... `block35_10` becomes one
-module named `block35_1+...+block35_10` whose variables carry a leading block axis. The name says
-which blocks it holds, so these functions need nothing but the variables (and, to stack, the target
-layout).
+Under `scan_blocks=True` a run of identical blocks named e.g. `block35_1` ... `block35_10` becomes
+one module named `block35_1+...+block35_10` whose variables carry a leading block axis. The name
+says which blocks it holds, so the conversions need nothing but the variables (and, to stack, the
+target layout).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.models.layers import Mixed
+
 SEPARATOR = '+'
+
+
+def repeat(block: type[Mixed], names: Sequence[str], x: jax.Array, train: bool, *, scan: bool,
+           remat: bool, **fields) -> jax.Array:
+  """Applies `len(names)` identical blocks, created in the calling module's scope.
+
+  Unrolled, block i is named `names[i]`. With `scan`, the blocks run under `nn.scan` as one module
+  named `SEPARATOR.join(names)` whose variables are stacked on a leading axis (see `stack_blocks`):
+  the same function, compiled once instead of once per block.
+  """
+  if scan and len(names) > 1:
+    cls = nn.remat(block, static_argnums=(2,), methods=['step']) if remat else block
+    scanned = nn.scan(cls, variable_axes={'params': 0, 'batch_stats': 0},
+                      split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
+                      length=len(names), methods=['step'])
+    x, _ = scanned(name=SEPARATOR.join(names), **fields).step(x, train)
+    return x
+  cls = nn.remat(block, static_argnums=(2,)) if remat else block
+  for name in names:
+    x = cls(name=name, **fields)(x, train)
+  return x
+
+
+class Stage(nn.Module):
+  """A scope around a run of identical blocks, like TF-slim's `slim.repeat` scopes (`Repeat`)."""
+  block: type[Mixed]
+  names: tuple[str, ...]
+  scan: bool
+  remat: bool
+  fields: tuple[tuple[str, Any], ...] = ()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return repeat(self.block, self.names, x, train, scan=self.scan, remat=self.remat,
+                  **dict(self.fields))
 
 
 def unstack_blocks(variables: Mapping[str, Any]) -> dict[str, Any]:

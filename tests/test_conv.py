@@ -1,4 +1,4 @@
-"""The hand-written CPU gradient of `models/layers.py`'s convolutions is JAX's own gradient."""
+"""The hand-written CPU gradient of `models/conv.py` is JAX's own gradient."""
 
 import jax
 from jax import lax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inception_jax.models import layers
+from inception_jax.models import conv
 
 
 def grads(fn, x, w, dy):
@@ -20,10 +20,10 @@ def test_conv_gradient_matches_jax(kernel, padding):
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 9, 8, 5)).astype(np.float32)
   w = rng.standard_normal((*kernel, 5, 4)).astype(np.float32)
-  ours = lambda x, w: layers.conv_general_dilated(x, w, (1, 1), padding,
-                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), padding,
+                                                dimension_numbers=conv.NHWC_HWIO)
   theirs = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding,
-                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+                                                 dimension_numbers=conv.NHWC_HWIO)
   dy = rng.standard_normal(theirs(x, w).shape).astype(np.float32)
   np.testing.assert_array_equal(ours(x, w), theirs(x, w))
   for a, b in zip(grads(ours, x, w, dy), grads(theirs, x, w, dy)):
