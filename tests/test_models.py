@@ -10,7 +10,14 @@ import numpy as np
 import optax
 import pytest
 
-from inception_jax.models import create, list_models, stack_blocks, unstack_blocks
+from inception_jax.models import (
+  create,
+  list_models,
+  model_class,
+  options,
+  stack_blocks,
+  unstack_blocks,
+)
 from inception_jax.models.layers import ConvBN, Ops
 from inception_jax.models.scan import SEPARATOR
 from inception_jax.models.summary import (
@@ -256,3 +263,16 @@ def test_models_command_prints_the_zoo():
   assert 'inception_resnet_v2             55,843,464    13.16  (1, 1000) float32' in out
   for name in MODELS:
     assert name in out
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_every_option_has_exactly_one_kind(name):
+  """Resume, init_from, predict and convert decide what to compare by these kinds: a new option
+  must be declared in one of them."""
+  cls = model_class(name)
+  kinds = (cls.structure_options, cls.numeric_options, cls.runtime_options)
+  declared = [option for kind in kinds for option in kind]
+  assert sorted(declared) == options(name), 'each option once, in exactly one kind'
+  assert set(cls.adaptable_options) <= set(cls.structure_options + cls.numeric_options)
+  assert cls.classifier_scopes()[0] == ('Logits',)
+  assert cls.classifier_scopes()[1] == ('AuxLogits', cls.aux_names[1])
