@@ -14,7 +14,7 @@ from inception_jax.models import (
   create,
   list_models,
   model_class,
-  options,
+  registry,
   stack_blocks,
   unstack_blocks,
 )
@@ -272,7 +272,7 @@ def test_every_option_has_exactly_one_kind(name):
   cls = model_class(name)
   kinds = (cls.structure_options, cls.numeric_options, cls.runtime_options)
   declared = [option for kind in kinds for option in kind]
-  assert sorted(declared) == options(name), 'each option once, in exactly one kind'
+  assert sorted(declared) == registry.options(name), 'each option once, in exactly one kind'
   assert set(cls.adaptable_options) <= set(cls.structure_options + cls.numeric_options)
   assert cls.classifier_scopes()[0] == ('Logits',)
   assert cls.classifier_scopes()[1] == ('AuxLogits', cls.aux_names[1])
