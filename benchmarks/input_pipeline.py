@@ -17,12 +17,16 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from inception_jax import runtime  # noqa: E402
+
+runtime.start()  # the settings every program starts with
+
 from inception_jax.data.encoded import EncodedSource  # noqa: E402
+
+tf = runtime.tensorflow()
 
 
 def make_jpegs(count: int, seed: int = 0) -> list[bytes]:

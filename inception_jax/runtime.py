@@ -42,7 +42,7 @@ def use_xla_cpu_defaults() -> bool:
     if jax.default_backend() == 'cpu':
       warnings.warn(
           'JAX started before inception_jax was imported, so its XLA:CPU defaults are off (CPU '
-          'training and inference run up to 1.7x slower). Import inception_jax before the first '
+          'training and inference run slower without them). Import inception_jax before the first '
           f'JAX computation (in a notebook: restart it), or set XLA_FLAGS="{" ".join(missing)}"; '
           f'{OPT_OUT}=0 silences this.', stacklevel=3)
     return False

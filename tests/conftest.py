@@ -1,5 +1,6 @@
 """Shared test set-up: the programs' start-up settings, a persistent XLA compilation cache so that
-repeated tiny trainings compile once, and a trained tiny workdir."""
+repeated tiny trainings compile once, XLA's optimisations off unless a test asks for them, and a
+trained tiny workdir."""
 
 import os
 import tempfile
@@ -7,6 +8,12 @@ import tempfile
 from inception_jax import runtime
 
 runtime.start()  # the programs' own settings, before JAX starts (subprocesses inherit XLA_FLAGS)
+# Most tests train tiny networks for a few steps, where compiling costs more than running: without
+# XLA's optimisations the suite ran 1.2x faster (BENCHMARKS.md). Subprocesses inherit the setting,
+# so a run in a subprocess and its in-process twin compute the same numbers. Tests of real work,
+# or of numerics tuned to the optimised programs, take the `optimized` fixture.
+NO_OPTIMIZATIONS = 'JAX_DISABLE_MOST_OPTIMIZATIONS'
+os.environ.setdefault(NO_OPTIMIZATIONS, '1')
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -26,3 +33,13 @@ def straight(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   run(workdir, num_train_steps=STEPS)
   return workdir
+
+
+@pytest.fixture
+def optimized(monkeypatch):
+  """XLA's optimisations on for this test and the subprocesses it starts."""
+  monkeypatch.setenv(NO_OPTIMIZATIONS, '0')
+  previous = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', False)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)

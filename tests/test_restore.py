@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 
 from inception_jax import checkpoint as ckpt, restore, steps, train
-from inception_jax.models import create
+from inception_jax.models import create, unstack_blocks
 
 from train_utils import STEPS, assert_trees_equal, final_variables, losses, tiny_config
+
+
+def initialised(network):
+  """The network's variables at 16x16 (jitted: one compilation instead of one per operation)."""
+  return jax.jit(lambda: steps.init_variables(network, (16, 16, 3), seed=1))()
 
 
 def tiny_network(**options):
@@ -20,7 +25,7 @@ def tiny_network(**options):
 
 def test_merge_reinitialises_a_classifier_of_another_width(straight):
   network = tiny_network(num_classes=3, scan_blocks=True)
-  fresh = steps.init_variables(network, (16, 16, 3), seed=1)
+  fresh = initialised(network)
   loaded = final_variables(straight)
   merged, reinitialised = restore.merge_pretrained(fresh, loaded, network)
   assert reinitialised == ['Logits']
@@ -29,21 +34,26 @@ def test_merge_reinitialises_a_classifier_of_another_width(straight):
   np.testing.assert_array_equal(merged['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'],
                                 loaded['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'])
   same, reinitialised = restore.merge_pretrained(
-      steps.init_variables(tiny_network(scan_blocks=True), (16, 16, 3), seed=1), loaded,
+      initialised(tiny_network(scan_blocks=True)), loaded,
       tiny_network(scan_blocks=True))
   assert reinitialised == []
   assert_trees_equal(same, loaded)
 
-  unrolled = tiny_network()  # the workdir scans its blocks; the merge unstacks them
-  merged, _ = restore.merge_pretrained(steps.init_variables(unrolled, (16, 16, 3), seed=1),
-                                       loaded, unrolled)
-  np.testing.assert_array_equal(merged['params']['Repeat']['block35_1']['Conv2d_1x1']['bias'],
-                                loaded['params']['Repeat']['block35_1']['Conv2d_1x1']['bias'])
-
   wider = tiny_network(depth_multiplier=0.25)
   with pytest.raises(ValueError, match=r'shape mismatch: params/Conv2d_2b_3x3/kernel expects '
                      r'\(3, 3, 8, 16\), found \(3, 3, 8, 8\)'):
-    restore.merge_pretrained(steps.init_variables(wider, (16, 16, 3), seed=1), loaded, wider)
+    restore.merge_pretrained(initialised(wider), loaded, wider)
+
+
+def test_merge_converts_between_scanned_and_unrolled_blocks():
+  scanned = tiny_network(repeats=(1, 2, 1), scan_blocks=True)
+  unrolled = tiny_network(repeats=(1, 2, 1))
+  source = initialised(scanned)
+  assert 'block17_1+block17_2' in source['params']['Repeat_1']
+  merged, _ = restore.merge_pretrained(initialised(unrolled), source, unrolled)
+  assert_trees_equal(merged, unstack_blocks(source))
+  back, _ = restore.merge_pretrained(initialised(scanned), merged, scanned)
+  assert_trees_equal(back, source)
 
 
 def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
