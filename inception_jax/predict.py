@@ -52,6 +52,9 @@ class Predictor:
     from inception_jax.models.names import AUX_LOGITS, LOGITS
 
     record = ckpt.ModelRecord.read(checkpoint)
+    if record and model and model != record.model:
+      raise ValueError(f'{checkpoint} holds {record.model} (its {ckpt.MODEL_INFO} says so), not '
+                       f'{model}; leave --model out.')
     name = model or (record.model if record else None)
     if not name:
       raise ValueError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '

@@ -33,6 +33,9 @@ def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
                      unstack_blocks(jax.tree_util.tree_map(np.asarray, ema)))
   batch = np.stack([predictor.preprocess(open(p, 'rb').read()) for p in paths])
   assert batch.shape == (4, 16, 16, 3) and -1 <= batch.min() and batch.max() <= 1
+  with pytest.raises(ValueError, match='holds inception_resnet_v2 .*not inception_v4; leave '
+                     '--model out'):
+    predict.Predictor(straight, model='inception_v4')
   tops = predictor.top(batch, k=3, batch=8)
   assert len(tops) == 4
   for top in tops:
