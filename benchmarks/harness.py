@@ -22,7 +22,6 @@ from typing import Any, Callable, Optional
 
 # The GPU is shared with PyTorch in --compare_timm runs: JAX must not grab 75% of it up front.
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from inception_jax import runtime  # noqa: E402
