@@ -6,9 +6,9 @@ timm (PyTorch) timed in the same process.
 
 The step is the training job's own (`inception_jax.steps.train_step`: forward, backward, gradient
 clipping, RMSProp with TF semantics, BatchNorm statistics, the parameter EMA and the metrics).
-timm's
-step: forward, label-smoothed cross-entropy, backward, clipping, `torch.optim.RMSprop` (decay 0.9,
-eps 1.0, momentum 0.9, weight decay 4e-5); bfloat16 means torch.autocast and channels-last on GPU.
+timm's step: forward, label-smoothed cross-entropy, backward, clipping, `torch.optim.RMSprop` (decay
+0.9, eps 1.0, momentum 0.9, weight decay 4e-5); bfloat16 means torch.autocast and channels-last on
+GPU.
 See benchmarks/harness.py for how timing, memory and MFU are measured.
 """
 

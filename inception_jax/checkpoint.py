@@ -113,7 +113,9 @@ class ModelRecord:
     """The record of weights converted from `source` ('timm', 'keras', 'slim') at `input_path`,
     with the `options` they need (`inception_jax.weights.options_from_variables`)."""
     from inception_jax import imagenet
-    return cls(model, dict(options), 299, imagenet.RECORDS.get(options['num_classes']),
+    from inception_jax.models import model_class
+    return cls(model, dict(options), model_class(model).default_size,
+               imagenet.RECORDS.get(options['num_classes']),
                f'{source}:{os.path.abspath(input_path)}')
 
   def write(self, directory: str) -> None:
@@ -139,9 +141,9 @@ class ModelRecord:
 
   def resolved_options(self) -> dict[str, Any]:
     """Every option of the network: the recorded value (tuples for JSON lists), else the default."""
-    from inception_jax.models import model_class
-    defaults = {f.name: f.default for f in dataclasses.fields(model_class(self.model))
-                if f.name not in ('parent', 'name')}
+    from inception_jax.models import model_class, options
+    cls = model_class(self.model)
+    defaults = {name: getattr(cls, name) for name in options(self.model)}
     recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
     return {**defaults, **{k: v for k, v in recorded.items() if k in defaults}}
 

@@ -18,14 +18,14 @@ import numpy as np
 from inception_jax import checkpoint as ckpt
 from inception_jax.models import InceptionNetwork, stack_blocks, unstack_blocks
 from inception_jax.models.names import AUX_LOGITS
-from inception_jax.models.scan import SEPARATOR
 
 
 def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
                     network: InceptionNetwork, dataset: str) -> None:
   """Fails, naming the flags to pass, when the workdir's checkpoints (described by `record`) hold
-  another network than `network` (registered as `name`). Without this the restore would fail on
-  every checkpoint, and each would be set aside as unreadable."""
+  another network than `network` (registered as `name`; `dataset` describes the config's data for
+  the message). Without this the restore would fail on every checkpoint, and each would be set
+  aside as unreadable."""
   if record is None:
     return
   if record.model != name:
@@ -35,9 +35,9 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
   differences = record.differences(network, network.structure_options)
   classes = differences.pop('num_classes', None)
   if classes is not None:
-    raise ValueError(f'{workdir} holds checkpoints of a {classes}-class network, but '
-                     f'config.dataset.name={dataset} has {network.num_classes} classes; resume '
-                     'with the dataset it started with, or train in a new workdir.')
+    raise ValueError(f'{workdir} holds checkpoints of a {classes}-class network, but this '
+                     f'config\'s dataset ({dataset}) gives {network.num_classes} classes; resume '
+                     'with the dataset settings it started with, or train in a new workdir.')
   if differences:
     raise ValueError(f'{workdir} holds checkpoints of another network than this config builds; '
                      f'resume with {ckpt.config_flags(differences)}, or train in a new workdir.')
@@ -70,11 +70,9 @@ def merge_pretrained(variables: Any, loaded: Any,
   new `num_classes`), and the aux head may be absent on either side; any other mismatch, missing
   or leftover tensor is an error naming it.
   """
-  loaded = unstack_blocks(loaded)
-  if any(SEPARATOR in k for k in flax.traverse_util.flatten_dict(variables, sep='/')):
-    loaded = stack_blocks(loaded, variables)
-  flat_target = flax.traverse_util.flatten_dict(variables, sep='/')
-  flat_loaded = flax.traverse_util.flatten_dict(loaded, sep='/')
+  # Compared block by block in the unrolled layout (TF-slim's), then stacked as `variables` are.
+  flat_target = flax.traverse_util.flatten_dict(unstack_blocks(variables), sep='/')
+  flat_loaded = flax.traverse_util.flatten_dict(unstack_blocks(loaded), sep='/')
   heads = ['/'.join(scope) for scope in network.classifier_scopes()]
   aux = (f'params/{AUX_LOGITS}/', f'batch_stats/{AUX_LOGITS}/')
   merged, problems, fresh = {}, [], set()
@@ -98,13 +96,13 @@ def merge_pretrained(variables: Any, loaded: Any,
   problems += [f'not used by the model: {n}' for n in leftover]
   if problems:
     raise ValueError('config.init_from does not fit the model:\n  ' + '\n  '.join(problems))
-  return flax.traverse_util.unflatten_dict(merged, sep='/'), sorted(fresh)
+  merged = stack_blocks(flax.traverse_util.unflatten_dict(merged, sep='/'), variables)
+  return merged, sorted(fresh)
 
 
-def pretrained_variables(path: str, name: str, network: InceptionNetwork, fresh: Any) -> Any:
-  """The variables of `path` (a converted checkpoint or a workdir) merged into `fresh`, the
-  initialised variables of `network` (registered as `name`), after checking its record."""
-  check_pretrained(path, name, network)
+def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> Any:
+  """The variables of `path` (a converted checkpoint or a workdir, checked by `check_pretrained`)
+  merged into `fresh`, the initialised variables of `network`."""
   variables, reinitialised = merge_pretrained(fresh, ckpt.load_variables(path), network)
   logging.info('Starting from the variables in %s', path)
   if reinitialised:

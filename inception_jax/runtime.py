@@ -61,10 +61,14 @@ def tensorflow():
   """The `tensorflow` module, with GPUs and TPUs hidden from it (it only feeds the host side)."""
   import tensorflow as tf
   for kind in ('GPU', 'TPU'):
+    if not tf.config.list_physical_devices(kind):
+      continue
     try:
       tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # devices already initialised by the user, or no such kind
-      pass
+    except RuntimeError:  # TensorFlow already initialised its devices
+      warnings.warn(f'TensorFlow started before inception_jax could hide the {kind}s from it, so '
+                    'it may hold accelerator memory that JAX needs. Import inception_jax (or call '
+                    'inception_jax.runtime.tensorflow()) before using TensorFlow.', stacklevel=2)
   return tf
 
 

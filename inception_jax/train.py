@@ -110,10 +110,11 @@ class Trainer:
     return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
 
   def pretrained_state(self, path: str) -> TrainState:
+    restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
     # Merged on the host (every process computes the same values), then replicated by the jit.
     fresh = jax.device_get(jax.jit(
         lambda: init_variables(self.model, self.source.image_shape, self.config.seed))())
-    variables = restore.pretrained_variables(path, self.config.model.name, self.model, fresh)
+    variables = restore.pretrained_variables(path, self.model, fresh)
     return jax.jit(functools.partial(create_train_state, tx=self.tx),
                    out_shardings=self.replicated)(variables)
 
@@ -123,7 +124,7 @@ class Trainer:
     record = ckpt.ModelRecord.for_training(self.config, self.source)
     if self.checkpointer.latest_step() is not None:
       restore.check_resumable(self.workdir, ckpt.ModelRecord.read(self.workdir, step_dirs=False),
-                              self.config.model.name, self.model, self.config.dataset.name)
+                              self.config.model.name, self.model, self.dataset_description())
     if jax.process_count() > 1:  # every process has read the old record before it is replaced
       multihost_utils.sync_global_devices('model_info_read')
     if jax.process_index() == 0:
@@ -134,10 +135,10 @@ class Trainer:
     restored = self.checkpointer.restore_latest(abstract)
     if restored is not None:
       step, state, data_state = restored
-      if data_state != self.source.position(step):
+      expected = self.source.position(step)
+      if data_state != expected:
         logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
-                        'the input stream continues from step %d.', data_state,
-                        self.source.position(step), step)
+                        'the input stream continues from step %d.', data_state, expected, step)
       self.writer.say(f'Resuming from {self.checkpointer.directory}/{step}.')
     elif self.config.init_from:
       step, state = 0, self.pretrained_state(self.config.init_from)
@@ -147,6 +148,11 @@ class Trainer:
     self.writer.truncate_after(step)
     self._timer = (time.perf_counter(), step)
     return step, state
+
+  def dataset_description(self) -> str:
+    dataset = self.config.dataset
+    background = ', background_class=True' if dataset.background_class else ''
+    return f'config.dataset.name={dataset.name}{background}'
 
   def check_finite(self, state: TrainState, step: int) -> None:
     bad = int(jax.device_get(state.nonfinite_step))

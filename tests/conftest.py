@@ -7,7 +7,7 @@ import tempfile
 
 from inception_jax import runtime
 
-runtime.start()  # the programs' own settings, before JAX starts (subprocesses inherit XLA_FLAGS)
+runtime.start()  # the programs' own settings, before JAX starts
 # Most tests train tiny networks for a few steps, where compiling costs more than running: without
 # XLA's optimisations the suite ran 1.2x faster (BENCHMARKS.md). Subprocesses inherit the setting,
 # so a run in a subprocess and its in-process twin compute the same numbers. Tests of real work,

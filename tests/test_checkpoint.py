@@ -50,3 +50,11 @@ def test_a_record_with_fields_of_a_later_version_still_reads(tmp_path):
   assert record.model == 'inception_v4' and record.resolved_options()['num_classes'] == 1001
   with pytest.raises(ValueError, match="Unknown model 'inception_v9'"):
     ckpt.ModelRecord('inception_v9', {}).resolved_options()
+
+
+def test_lists_from_json_or_configs_compare_equal_to_tuples():
+  network = create('inception_resnet_v2', residual_scale=[0.1, 0.1, 0.1], repeats=[1, 1, 1])
+  assert network.residual_scale == (0.1, 0.1, 0.1) and network.repeats == (1, 1, 1)
+  record = ckpt.ModelRecord('inception_resnet_v2', {'residual_scale': [0.1, 0.1, 0.1],
+                                                    'repeats': [1, 1, 1]})
+  assert record.differences(network, network.numeric_options + network.structure_options) == {}

@@ -56,6 +56,19 @@ def test_merge_converts_between_scanned_and_unrolled_blocks():
   assert_trees_equal(back, source)
 
 
+def test_merge_into_scanned_blocks_adds_an_aux_head_and_names_leftovers():
+  source = tiny_network(repeats=(1, 2, 1))
+  loaded = initialised(source)
+  scanned_aux = tiny_network(repeats=(1, 2, 1), scan_blocks=True, aux_logits=True)
+  fresh = initialised(scanned_aux)
+  merged, _ = restore.merge_pretrained(fresh, loaded, scanned_aux)
+  assert_trees_equal(merged['params']['AuxLogits'], fresh['params']['AuxLogits'])
+  assert_trees_equal(unstack_blocks(merged)['params']['Repeat_1'], loaded['params']['Repeat_1'])
+  extra = {**loaded, 'params': {**loaded['params'], 'Extra': {'kernel': np.zeros(3)}}}
+  with pytest.raises(ValueError, match='not used by the model: params/Extra/kernel'):
+    restore.merge_pretrained(fresh, extra, scanned_aux)
+
+
 def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path):
   config = tiny_config(num_train_steps=1, init_from=straight)
   config.ema_decay = 0.0
@@ -94,8 +107,8 @@ def test_resume_with_another_network_names_the_flags_and_keeps_the_checkpoints(s
                                        r'--config.model.scan_blocks=True, or train in a new'):
     train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2, **{
         'model.scan_blocks': False, 'model.repeats': (1, 2, 1)}), workdir)
-  with pytest.raises(ValueError, match=r'checkpoints of a 10-class network, but '
-                     r'config.dataset.name=synthetic has 1000 classes'):
+  with pytest.raises(ValueError, match=r"checkpoints of a 10-class network, but this config's "
+                     r'dataset \(config.dataset.name=synthetic\) gives 1000 classes'):
     train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2,
                                          **{'dataset.name': 'synthetic'}), workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before

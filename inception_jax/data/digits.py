@@ -2,8 +2,7 @@
 
 1,797 grey 8x8 images of the digits 0-9, split deterministically into 1,500 training and 297 eval
 images, scaled to uint8, resized (bilinear) to `dataset.image_size` and repeated to 3 channels so
-that
-the networks see the same kind of input as ImageNet.
+that the networks see the same kind of input as ImageNet.
 """
 
 from __future__ import annotations

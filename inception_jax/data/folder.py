@@ -2,8 +2,7 @@
 
 JPEG and PNG files (also GIF and BMP, first frame). Classes are the sorted sub-directory names of
 PATH/train; PATH/val may hold a subset of them. An unreadable or corrupt file never stops the run:
-it
-is replaced by a blank placeholder that is masked out of the loss and the metrics, counted, and
+it is replaced by a blank placeholder that is masked out of the loss and the metrics, counted, and
 reported (with its path) at the end of each epoch and after each evaluation.
 """
 

@@ -53,6 +53,8 @@ def create(name: str, **overrides) -> InceptionNetwork:
                      f'its options are: {", ".join(options(name))}.')
   if isinstance(overrides.get('dtype'), str):
     overrides['dtype'] = jnp.dtype(overrides['dtype'])
+  # Lists (from JSON records or configs) become tuples: modules hold hashable, comparable options.
+  overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
   if overrides.get('repeats') is not None:
     overrides['repeats'] = tuple(overrides['repeats'])
   return cls(**overrides)
