@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from inception_jax import runtime
+from inception_jax.errors import MissingError
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
@@ -179,15 +180,15 @@ def load_variables(path: str, ema: bool = False) -> Any:
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     steps = [int(s) for s in os.listdir(os.path.join(path, 'checkpoints')) if s.isdigit()]
     if not steps:
-      raise FileNotFoundError(f'{path}/checkpoints holds no checkpoint to start from.')
+      raise MissingError(f'{path}/checkpoints holds no checkpoint to start from.')
     path = os.path.join(path, 'checkpoints', str(max(steps)))
   if os.path.isdir(os.path.join(path, 'state')):
     state = _restore_on_host(os.path.join(path, 'state'))
     params = state['ema_params'] if ema and state.get('ema_params') else state['params']
     return {'params': params, 'batch_stats': state['batch_stats']}
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'No checkpoint at {path}: config.init_from takes a directory written '
-                            'by `python -m inception_jax.convert` or a training workdir.')
+    raise MissingError(f'No checkpoint at {path}: config.init_from takes a directory written '
+                       'by `python -m inception_jax.convert` or a training workdir.')
   return _restore_on_host(path)
 
 

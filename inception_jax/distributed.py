@@ -8,6 +8,8 @@ from typing import Optional
 from absl import logging
 import jax
 
+from inception_jax.errors import ConfigError
+
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None) -> None:
@@ -18,7 +20,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   """
   if coordinator_address:
     if num_processes is None or process_id is None:
-      raise ValueError('--coordinator_address needs --num_processes and --process_id too.')
+      raise ConfigError('--coordinator_address needs --num_processes and --process_id too.')
     _use_gloo_on_cpu()
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ or \

@@ -4,13 +4,14 @@
     python -m inception_jax.main --config=configs/demo.py --workdir=/tmp/demo   # no download
 
 Configs are `ml_collections` files; any field can be overridden, e.g. `--config.batch_size=512`
-(a misspelt field is an error). Rerunning the same command resumes from the latest checkpoint.
+(a misspelt field is an error naming it). Rerunning the same command resumes from the latest
+checkpoint. Errors in the settings end in one or two lines (`inception_jax/errors.py`).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from inception_jax import runtime
+from inception_jax import errors, runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -28,8 +29,9 @@ def main(argv):
   runtime.start()
   from inception_jax import distributed, train
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  with errors.reported():
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

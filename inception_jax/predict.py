@@ -20,6 +20,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from inception_jax import errors
+from inception_jax.errors import ConfigError
+
 
 def label_names(classes, num_classes: int) -> list[str]:
   """What to print for each of the `num_classes` outputs, from a model record's `classes` entry
@@ -36,8 +39,8 @@ def label_names(classes, num_classes: int) -> list[str]:
   else:
     names = [str(c) for c in classes]
   if len(names) != num_classes:
-    raise ValueError(f'The checkpoint\'s record names {len(names)} classes but its classifier has '
-                     f'{num_classes} outputs.')
+    raise ConfigError(f'The checkpoint\'s record names {len(names)} classes but its classifier has '
+                      f'{num_classes} outputs.')
   return names
 
 
@@ -53,12 +56,12 @@ class Predictor:
 
     record = ckpt.ModelRecord.read(checkpoint)
     if record and model and model != record.model:
-      raise ValueError(f'{checkpoint} holds {record.model} (its {ckpt.MODEL_INFO} says so), not '
-                       f'{model}; leave --model out.')
+      raise ConfigError(f'{checkpoint} holds {record.model} (its {ckpt.MODEL_INFO} says so), not '
+                        f'{model}; leave --model out.')
     name = model or (record.model if record else None)
     if not name:
-      raise ValueError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '
-                       'pass --model (e.g. --model=inception_resnet_v2).')
+      raise ConfigError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '
+                        'pass --model (e.g. --model=inception_resnet_v2).')
     variables = unstack_blocks(ckpt.load_variables(checkpoint, ema=True))
     variables = {collection: {k: v for k, v in variables.get(collection, {}).items()
                               if k != AUX_LOGITS} for collection in ('params', 'batch_stats')}
@@ -108,7 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not os.path.isdir(args.checkpoint):
     parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
   tf = runtime.tensorflow()
-  predictor = Predictor(args.checkpoint, args.model)
+  with errors.reported():
+    predictor = Predictor(args.checkpoint, args.model)
 
   failed = 0
   ready: list[tuple[str, np.ndarray]] = []

@@ -16,6 +16,7 @@ import flax
 import numpy as np
 
 from inception_jax import checkpoint as ckpt
+from inception_jax.errors import ConfigError
 from inception_jax.models import InceptionNetwork, stack_blocks, unstack_blocks
 from inception_jax.models.names import AUX_LOGITS
 
@@ -29,18 +30,18 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
   if record is None:
     return
   if record.model != name:
-    raise ValueError(f'{workdir} holds checkpoints of {record.model}, but this config builds '
-                     f'{name}; resume with --config.model.name={record.model}, or train in a new '
-                     'workdir.')
+    raise ConfigError(f'{workdir} holds checkpoints of {record.model}, but this config builds '
+                      f'{name}; resume with --config.model.name={record.model}, or train in a new '
+                      'workdir.')
   differences = record.differences(network, network.structure_options)
   classes = differences.pop('num_classes', None)
   if classes is not None:
-    raise ValueError(f'{workdir} holds checkpoints of a {classes}-class network, but this '
-                     f'config\'s dataset ({dataset}) gives {network.num_classes} classes; resume '
-                     'with the dataset settings it started with, or train in a new workdir.')
+    raise ConfigError(f'{workdir} holds checkpoints of a {classes}-class network, but this '
+                      f'config\'s dataset ({dataset}) gives {network.num_classes} classes; resume '
+                      'with the dataset settings it started with, or train in a new workdir.')
   if differences:
-    raise ValueError(f'{workdir} holds checkpoints of another network than this config builds; '
-                     f'resume with {ckpt.config_flags(differences)}, or train in a new workdir.')
+    raise ConfigError(f'{workdir} holds checkpoints of another network than this config builds; '
+                      f'resume with {ckpt.config_flags(differences)}, or train in a new workdir.')
 
 
 def check_pretrained(path: str, name: str, network: InceptionNetwork) -> None:
@@ -51,14 +52,14 @@ def check_pretrained(path: str, name: str, network: InceptionNetwork) -> None:
   if record is None:
     return
   if record.model != name:
-    raise ValueError(f'config.init_from={path} holds {record.model} weights, but '
-                     f'config.model.name is {name}.')
+    raise ConfigError(f'config.init_from={path} holds {record.model} weights, but '
+                      f'config.model.name is {name}.')
   keys = [k for k in (*network.structure_options, *network.numeric_options)
           if k not in network.adaptable_options]
   differences = record.differences(network, keys)
   if differences:
-    raise ValueError(f'config.init_from={path} was built with other model options; set '
-                     f'{ckpt.config_flags(differences)}.')
+    raise ConfigError(f'config.init_from={path} was built with other model options; set '
+                      f'{ckpt.config_flags(differences)}.')
 
 
 def merge_pretrained(variables: Any, loaded: Any,
@@ -95,7 +96,7 @@ def merge_pretrained(variables: Any, loaded: Any,
   leftover = [n for n in flat_loaded if n not in flat_target and not n.startswith(aux)]
   problems += [f'not used by the model: {n}' for n in leftover]
   if problems:
-    raise ValueError('config.init_from does not fit the model:\n  ' + '\n  '.join(problems))
+    raise ConfigError('config.init_from does not fit the model:\n  ' + '\n  '.join(problems))
   merged = stack_blocks(flax.traverse_util.unflatten_dict(merged, sep='/'), variables)
   return merged, sorted(fresh)
 

@@ -7,6 +7,10 @@
   `XLA_FLAGS` alone. The flags concern XLA:CPU only and change nothing on GPUs and TPUs.
 - `tensorflow()` imports TensorFlow, which the project uses on the host only (tf.data, gfile),
   with GPUs and TPUs hidden from it: JAX owns the accelerators.
+- TensorFlow's C++ logs are kept to errors (`TF_CPP_MIN_LOG_LEVEL=2`) and its oneDNN kernels off
+  (`TF_ENABLE_ONEDNN_OPTS=0`): they speed up TensorFlow's matrix products and convolutions, which
+  this project never runs in TensorFlow, and announce themselves at import with a notice about
+  round-off that concerns nothing here. Both are defaults: a value set in the environment wins.
 - `start()` is what every program runs first: the above, and library logs down to warnings.
 """
 
@@ -51,8 +55,9 @@ def use_xla_cpu_defaults() -> bool:
 
 
 def on_import() -> None:
-  """Run by `import inception_jax`: the XLA:CPU defaults, and TensorFlow's C++ logs quiet."""
+  """Run by `import inception_jax`: the XLA:CPU defaults, and TensorFlow quiet."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   use_xla_cpu_defaults()
 
 

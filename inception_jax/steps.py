@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from inception_jax import optim
+from inception_jax.errors import ConfigError
 from inception_jax.models import model_class
 
 
@@ -47,8 +48,8 @@ def options_from_config(config: ml_collections.ConfigDict, num_classes: int) -> 
   """The `create(config.model.name, ...)` options that `config.model` asks for."""
   options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
   if 'residual_scale' in options and not hasattr(model_class(config.model.name), 'scales'):
-    raise ValueError(f'config.model.residual_scale applies to Inception-ResNet models only, not '
-                     f'{config.model.name}; unset it.')
+    raise ConfigError(f'config.model.residual_scale applies to Inception-ResNet models only, not '
+                      f'{config.model.name}; unset it.')
   return dict(options, num_classes=num_classes)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from inception_jax import checkpoint as ckpt, optim, restore
 from inception_jax.data import create_source
+from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
 from inception_jax.models import create, model_class
 from inception_jax.steps import (
@@ -51,14 +52,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if value <= 0 or value % devices:
-      raise ValueError(f'config.{field}={value} must be a positive multiple of the {devices} '
-                       f'devices ({jax.process_count()} process(es)) it is split over.')
+      raise ConfigError(f'config.{field}={value} must be a positive multiple of the {devices} '
+                        f'devices ({jax.process_count()} process(es)) it is split over.')
   model_class(config.model.name)
   for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
     if config[field] <= 0:
-      raise ValueError(f'config.{field}={config[field]} must be positive.')
+      raise ConfigError(f'config.{field}={config[field]} must be positive.')
   if config.num_train_steps is None and config.num_epochs <= 0:
-    raise ValueError('Set config.num_train_steps or a positive config.num_epochs.')
+    raise ConfigError('Set config.num_train_steps or a positive config.num_epochs.')
 
 
 class Trainer:

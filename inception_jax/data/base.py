@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from inception_jax.errors import ConfigError
+
 Batch = dict[str, np.ndarray]
 
 
@@ -51,8 +53,8 @@ class Source(abc.ABC):
 
   def check_batch_size(self) -> None:
     if self.global_batch_size > self.train_size:
-      raise ValueError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} '
-                       f'training examples of {self.name}; lower config.batch_size.')
+      raise ConfigError(f'batch_size={self.global_batch_size} exceeds the {self.train_size} '
+                        f'training examples of {self.name}; lower config.batch_size.')
 
   def local_slice(self, batch: int) -> slice:
     """This process's columns of a global batch of `batch` examples."""
@@ -131,7 +133,7 @@ def create_source(dataset_config, *, batch_size: int, eval_batch_size: int, seed
   name = dataset_config.name
   kind = name.split(':', 1)[0]
   if kind not in _FACTORIES:
-    raise ValueError(f'Unknown dataset {name!r}: config.dataset.name must be one of '
-                     f'{", ".join(known_datasets())}.')
+    raise ConfigError(f'Unknown dataset {name!r}: config.dataset.name must be one of '
+                      f'{", ".join(known_datasets())}.')
   return _FACTORIES[kind](dataset_config, batch_size=batch_size, eval_batch_size=eval_batch_size,
                           seed=seed, process_index=process_index, process_count=process_count)

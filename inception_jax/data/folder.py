@@ -18,6 +18,7 @@ import numpy as np
 from inception_jax import runtime
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
+from inception_jax.errors import ConfigError, MissingError
 
 tf = runtime.tensorflow()
 
@@ -91,19 +92,19 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   root = os.path.expanduser(dataset_config.name.split(':', 1)[1])
   train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
   if not os.path.isdir(train_dir) or not os.path.isdir(val_dir):
-    raise FileNotFoundError(
+    raise MissingError(
         f'dataset.name={dataset_config.name!r}: expected {train_dir}/<class>/*.jpg and '
         f'{val_dir}/<class>/*.jpg (JPEG or PNG), one sub-directory per class.')
   classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
   unknown = sorted(set(d for d in os.listdir(val_dir) if os.path.isdir(os.path.join(val_dir, d)))
                    - set(classes))
   if unknown:
-    raise ValueError(f'{val_dir} has classes that {train_dir} lacks: {", ".join(unknown)}.')
+    raise ConfigError(f'{val_dir} has classes that {train_dir} lacks: {", ".join(unknown)}.')
   train = FolderReader(*list_images(train_dir, classes), 'train')
   evaluation = FolderReader(*list_images(val_dir, classes), 'val')
   for reader, where in ((train, train_dir), (evaluation, val_dir)):
     if not reader.paths:
-      raise FileNotFoundError(f'No images ({", ".join(EXTENSIONS)}) under {where}/<class>/.')
+      raise MissingError(f'No images ({", ".join(EXTENSIONS)}) under {where}/<class>/.')
   source = EncodedSource(
       name=dataset_config.name, read_train=train, read_eval=evaluation,
       train_size=len(train.paths),

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.errors import ConfigError
 from inception_jax.models.layers import AuxHead, Dtype, Mixed, Ops
 from inception_jax.models.names import AUX_LOGITS, LOGITS
 from inception_jax.models.scan import Stage, repeat
@@ -108,8 +109,8 @@ class InceptionNetwork(nn.Module):
       return self.default_repeats
     repeats = tuple(self.repeats)
     if len(repeats) != 3 or not all(isinstance(r, int) and r >= 1 for r in repeats):
-      raise ValueError(f'repeats takes three positive block counts (35x35, 17x17 and 8x8 grids), '
-                       f'got {self.repeats!r}; the default is {self.default_repeats}.')
+      raise ConfigError(f'repeats takes three positive block counts (35x35, 17x17 and 8x8 grids), '
+                        f'got {self.repeats!r}; the default is {self.default_repeats}.')
     return repeats
 
   def body(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -127,13 +128,13 @@ class InceptionNetwork(nn.Module):
 
   def check_input(self, shape: Sequence[int]) -> None:
     if len(shape) != 4:
-      raise ValueError(f'{type(self).__name__} takes NHWC images [batch, height, width, channels]; '
-                       f'got an array of shape {tuple(shape)}.')
+      raise ConfigError(f'{type(self).__name__} takes NHWC images [batch, height, width, '
+                        f'channels]; got an array of shape {tuple(shape)}.')
     if self.small_inputs:
       return
     height, width = shape[1], shape[2]
     if height < self.min_size or width < self.min_size:
-      raise ValueError(
+      raise ConfigError(
           f'{type(self).__name__} needs inputs of at least {self.min_size}x{self.min_size} pixels, '
           f'got {height}x{width}. Resize the images (the pretrained size is '
           f'{self.default_size}x{self.default_size}), or create the model with small_inputs=True '

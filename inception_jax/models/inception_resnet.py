@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Mapping, Sequence, Union
 
 import jax
 
+from inception_jax.errors import ConfigError
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_v3 import v3_stem, v3_stem_convs
 from inception_jax.models.inception_v4 import ReductionA, v4_stem
@@ -133,8 +134,8 @@ class InceptionResNet(InceptionNetwork):
       return (float(self.residual_scale),) * 3
     scales = tuple(float(s) for s in self.residual_scale)
     if len(scales) != 3:
-      raise ValueError('residual_scale takes one float or three (for the 35x35, 17x17 and 8x8 '
-                       f'blocks), got {self.residual_scale!r}.')
+      raise ConfigError('residual_scale takes one float or three (for the 35x35, 17x17 and 8x8 '
+                        f'blocks), got {self.residual_scale!r}.')
     return scales
 
   def stem(self, x: jax.Array, train: bool) -> jax.Array:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 
+from inception_jax.errors import ConfigError
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_v4 import ReductionA
 from inception_jax.models.layers import AVG_POOL_3X3, MAX_POOL_3X3_S2, Conv, Fork, Mixed, Pool
@@ -99,8 +100,8 @@ class InceptionV3(InceptionNetwork):
 
   def body(self, x, train):
     if self.repeats is not None:
-      raise ValueError('inception_v3 has no runs of identical blocks, so repeats does not apply; '
-                       'use depth_multiplier for a smaller variant.')
+      raise ConfigError('inception_v3 has no runs of identical blocks, so repeats does not apply; '
+                        'use depth_multiplier for a smaller variant.')
     ops = self.ops
     x = v3_stem(self, x, train)
     x = InceptionV3A(ops, pool_features=32, name='Mixed_5b')(x, train)

@@ -6,6 +6,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from inception_jax.errors import ConfigError
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_resnet import (
   InceptionResNetV1,
@@ -37,7 +38,7 @@ def options(name: str) -> list[str]:
 
 def model_class(name: str) -> type[InceptionNetwork]:
   if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; choose one of {", ".join(list_models())}.')
+    raise ConfigError(f'Unknown model {name!r}; choose one of {", ".join(list_models())}.')
   return MODELS[name]
 
 
@@ -49,8 +50,8 @@ def create(name: str, **overrides) -> InceptionNetwork:
   cls = model_class(name)
   unknown = sorted(set(overrides) - set(options(name)))
   if unknown:
-    raise ValueError(f'{name} has no option {", ".join(map(repr, unknown))}; '
-                     f'its options are: {", ".join(options(name))}.')
+    raise ConfigError(f'{name} has no option {", ".join(map(repr, unknown))}; '
+                      f'its options are: {", ".join(options(name))}.')
   if isinstance(overrides.get('dtype'), str):
     overrides['dtype'] = jnp.dtype(overrides['dtype'])
   # Lists (from JSON records or configs) become tuples: modules hold hashable, comparable options.

@@ -1,0 +1,113 @@
+"""Errors whose message is the whole story, and how the programs report them.
+
+A `UserError` says what is wrong, where, and the fix; the programs (`main`, `predict`, `convert`,
+`prepare`) print its message alone, as `error: ...` on stderr, and exit with status 2: no traceback
+around it. `INCEPTION_JAX_TRACEBACK=1` brings the traceback back (for a bug report). For the Python
+API they are ordinary exceptions: `ConfigError` is a `ValueError`, `MissingError` a
+`FileNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator, Sequence
+
+TRACEBACK = 'INCEPTION_JAX_TRACEBACK'
+EXIT_STATUS = 2
+
+
+class UserError(Exception):
+  """An error a person fixes by changing a setting, a flag or a file; its message names them."""
+
+
+class ConfigError(UserError, ValueError):
+  """A setting (config field, flag or option) that cannot work."""
+
+
+class MissingError(UserError, FileNotFoundError):
+  """A file or directory a setting points to that is absent or holds the wrong thing."""
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the exceptions it wraps, outermost first (ml_collections wraps a KeyError as the
+  argument of an AttributeError, absl chains them)."""
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    if error.args and isinstance(error.args[0], BaseException):
+      error = error.args[0]
+    else:
+      error = error.__cause__ or error.__context__
+  return chain
+
+
+def _message(error: BaseException) -> str:
+  if len(error.args) == 1 and isinstance(error.args[0], str):
+    return error.args[0].strip()  # str() of a KeyError would quote and escape it
+  return str(error).strip()
+
+
+def flag_error(error: BaseException, argv: Sequence[str] = ()) -> str:
+  """One or two lines for an error in the command line or in the config file it names."""
+  chain = _chain(error)
+  messages = [_message(e) for e in chain]
+  hints = [m for m in messages if 'Did you mean' in m and '\n' in m]  # unescaped ones
+  if hints or isinstance(chain[-1], KeyError):
+    # A config override naming no field: "'bach_size'\nDid you mean "batch_size" instead of ...".
+    key = _message(chain[-1]).strip("'")
+    given = [a.split('=', 1)[0] for a in argv
+             if a.startswith('--config.') and a.split('=', 1)[0].endswith('.' + key)]
+    field = given[0] if given else key
+    hint = hints[0].partition('\n')[2] if hints else ''
+    return f'{field}: the config has no such field. {hint}'.strip()
+  # Errors raised in a config file arrive with its traceback pasted into the message: the
+  # innermost exception has the message alone.
+  message = next((m for m in messages if 'Traceback (most recent call last)' not in m), '')
+  message = message or messages[-1]
+  if 'configs' in message and isinstance(chain[-1], ImportError):
+    message += ' (run the command from the repository root: configs import configs.*)'
+  return message
+
+
+def fail(message: str) -> None:
+  """Prints `error: message` on stderr and exits with `EXIT_STATUS`."""
+  sys.stderr.write(f'error: {message}\n({TRACEBACK}=1 shows the traceback.)\n')
+  sys.stderr.flush()
+  sys.exit(EXIT_STATUS)
+
+
+def show_traceback() -> bool:
+  return os.environ.get(TRACEBACK) == '1'
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+  """Turns a `UserError` raised inside into `fail(message)`, unless tracebacks are asked for."""
+  try:
+    yield
+  except UserError as e:
+    if show_traceback():
+      raise
+    fail(str(e))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (for `app.run(main, flags_parser=parse_flags)`), with a bad flag, a bad
+  config override (e.g. a misspelt field) or an error in the config file in one or two lines."""
+  from absl import flags
+  from ml_collections import config_flags
+  try:
+    remaining = flags.FLAGS(argv)
+    for name in flags.FLAGS:
+      flag = flags.FLAGS[name]
+      if flag.value is not None and type(flag.value).__name__ == '_ErrorConfig':
+        # ml_collections defers a config file's load error to its first use.
+          raise FileNotFoundError(f'--{name}={config_flags.get_config_filename(flag)}: no such '
+                                  'config file (paths are relative to the current directory).')
+    return remaining
+  except Exception as e:  # pylint: disable=broad-except
+    if show_traceback():
+      raise
+    fail(flag_error(e, argv))
