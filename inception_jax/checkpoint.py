@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterable, Optional
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -193,10 +194,17 @@ def load_variables(path: str, ema: bool = False) -> Any:
 
 
 def _restore_on_host(path: str) -> Any:
-  """Restores a checkpoint onto this process's first device, whatever topology wrote it."""
-  with ocp.StandardCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(path).item_metadata
+  """Restores a checkpoint onto this process's first device, whatever topology wrote it.
+
+  Read through the item's handler, not a `Checkpointer`: a workdir's `state` item has no
+  step-level metadata of its own, and a `Checkpointer` warns about that on every read."""
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    directory = epath.Path(path)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    return jax.device_get(checkpointer.restore(path, target))
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        handler.metadata(directory))
+    return jax.device_get(handler.restore(directory, args=ocp.args.StandardRestore(target)))
+  finally:
+    handler.close()

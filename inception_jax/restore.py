@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from absl import logging
 import flax
 import numpy as np
 
@@ -96,16 +95,29 @@ def merge_pretrained(variables: Any, loaded: Any,
   leftover = [n for n in flat_loaded if n not in flat_target and not n.startswith(aux)]
   problems += [f'not used by the model: {n}' for n in leftover]
   if problems:
-    raise ConfigError('config.init_from does not fit the model:\n  ' + '\n  '.join(problems))
+    problems.sort(key=lambda p: 'params/' not in p)  # weights first, then BatchNorm statistics
+    shown = problems[:5] + ([f'... and {len(problems) - 5} more'] if len(problems) > 5 else [])
+    raise ConfigError('config.init_from does not fit the model:\n  ' + '\n  '.join(shown))
   merged = stack_blocks(flax.traverse_util.unflatten_dict(merged, sep='/'), variables)
   return merged, sorted(fresh)
 
 
-def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> Any:
+def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> tuple[Any, str]:
   """The variables of `path` (a converted checkpoint or a workdir, checked by `check_pretrained`)
-  merged into `fresh`, the initialised variables of `network`."""
-  variables, reinitialised = merge_pretrained(fresh, ckpt.load_variables(path), network)
-  logging.info('Starting from the variables in %s', path)
-  if reinitialised:
-    logging.info('Re-initialised for the new num_classes: %s', ', '.join(reinitialised))
-  return variables
+  merged into `fresh`, the initialised variables of `network`, and a line saying what was loaded
+  and what starts fresh."""
+  loaded = ckpt.load_variables(path)
+  variables, reinitialised = merge_pretrained(fresh, loaded, network)
+  new = list(reinitialised)
+  notes = [f'{scope} re-initialised ({network.num_classes} classes)' for scope in reinitialised]
+  if AUX_LOGITS in fresh['params'] and AUX_LOGITS not in loaded['params']:
+    new.append(AUX_LOGITS)
+    notes.append(f'{AUX_LOGITS} new (the checkpoint has no aux head)')
+  if AUX_LOGITS in loaded['params'] and AUX_LOGITS not in fresh['params']:
+    notes.append(f"the checkpoint's {AUX_LOGITS} left out (config.model.aux_logits=False)")
+  taken = sum(np.size(v) for name, v in flax.traverse_util.flatten_dict(
+      variables['params'], sep='/').items() if name.split('/')[0] not in new)
+  record = ckpt.ModelRecord.read(path)
+  what = f'{record.model}, {record.source}' if record else 'no model.json'
+  summary = f'Starting from {path} ({what}): {taken:,} pretrained parameters loaded'
+  return variables, '; '.join([summary, *notes]) + '.'

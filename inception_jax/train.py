@@ -115,7 +115,8 @@ class Trainer:
     # Merged on the host (every process computes the same values), then replicated by the jit.
     fresh = jax.device_get(jax.jit(
         lambda: init_variables(self.model, self.source.image_shape, self.config.seed))())
-    variables = restore.pretrained_variables(path, self.model, fresh)
+    variables, summary = restore.pretrained_variables(path, self.model, fresh)
+    self.writer.say(summary)
     return jax.jit(functools.partial(create_train_state, tx=self.tx),
                    out_shardings=self.replicated)(variables)
 
