@@ -196,21 +196,23 @@ class Trainer:
         yield queue.popleft()
 
   def evaluate(self, state: TrainState, step: int) -> dict[str, float]:
-    """Evaluates the averaged (and, with an average, the raw) parameters; writes the results."""
-    results = {}
-    variants = [('', state.ema_params)]
+    """Evaluates the averaged (and, with an average, the raw) parameters in one pass over the
+    eval split (each image decoded once); writes the results."""
+    variants = {'': state.ema_params}
     if self.config.ema_decay:  # without an average, ema_params are the raw parameters
-      variants.append(('raw_', state.params))
-    for prefix, params in variants:
-      sums = None
-      for batch in self.source.eval_batches():
-        out = self.eval_step(params, state.batch_stats, self.global_batch(batch))
-        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-      sums = jax.device_get(sums)
-      count = float(sums['count'])
-      results.update({f'eval_{prefix}loss': float(sums['loss']) / count,
-                      f'eval_{prefix}top1': float(sums['top1']) / count,
-                      f'eval_{prefix}top5': float(sums['top5']) / count})
+      variants['raw_'] = state.params
+    sums = dict.fromkeys(variants)
+    for batch in self.source.eval_batches():
+      batch = self.global_batch(batch)
+      for prefix, params in variants.items():
+        out = self.eval_step(params, state.batch_stats, batch)
+        sums[prefix] = out if sums[prefix] is None else jax.tree_util.tree_map(
+            jnp.add, sums[prefix], out)
+    results = {}
+    for prefix, total in jax.device_get(sums).items():
+      count = float(total['count'])
+      results.update({f'eval_{prefix}{k}': float(total[k]) / count
+                      for k in ('loss', 'top1', 'top5')})
     results['eval_examples'] = int(count)
     self.writer.write(step, results)
     return results

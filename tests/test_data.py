@@ -1,6 +1,8 @@
 """Input pipelines without network access: TFDS mock data, generated images, preprocessing
 geometry."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -210,18 +212,24 @@ def test_folder_source_skips_and_reports_a_corrupt_file(tmp_path, capsys):
   broken = source.read_train.paths.index(str(root / 'train' / 'dog' / 'broken.jpg'))
   position = list(source.epoch_order(0)).index(broken)
   assert batch['mask'][position] == 0
-  next(batches)  # finishes epoch 0, whose report names the file
-  assert 'broken.jpg' in capsys.readouterr().out
+  next(batches)  # finishes epoch 0, whose report names the file, once, with the reason
+  out = capsys.readouterr().out
+  assert re.search(r'^1 unreadable image\(s\) skipped in train epoch 0: \S+/broken.jpg \(.+\)$',
+                   out, re.MULTILINE), out
+  assert out.count('broken.jpg') == 1, out
   assert sum(b['mask'].sum() for b in source.eval_batches()) == 4
 
 
-def test_folder_source_trains_one_step(tmp_path):
+def test_folder_source_trains_one_step(tmp_path, capsys):
   from inception_jax import train
   root = write_image_folder(tmp_path / 'images')
+  (root / 'val' / 'cat' / 'empty.png').write_bytes(b'')
   config = tiny_config(**{'dataset.name': f'folder:{root}', 'dataset.image_size': 16,
                           'num_train_steps': 1, 'batch_size': 12, 'eval_batch_size': 4})
   result = train.train_and_evaluate(config, str(tmp_path / 'work'))
   assert result['eval_examples'] == 4 and np.isfinite(result['eval_loss'])
+  # One evaluation (averaged and raw parameters, in one pass over the images): one report.
+  assert capsys.readouterr().out.count('empty.png') == 1
 
 
 def test_folder_errors_name_the_expected_layout(tmp_path):

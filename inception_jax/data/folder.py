@@ -12,7 +12,6 @@ import functools
 import os
 import threading
 
-from absl import logging
 import numpy as np
 
 from inception_jax import runtime
@@ -50,6 +49,7 @@ class FolderReader:
   def __init__(self, paths: list[str], labels: np.ndarray, split: str):
     self.paths, self.labels, self.split = paths, labels, split
     self._valid: dict[int, bool] = {}
+    self._reasons: dict[int, str] = {}
     self._skipped: set[int] = set()
     self._lock = threading.Lock()
 
@@ -63,7 +63,8 @@ class FolderReader:
         self._valid[index] = True
       return data, True
     except (tf.errors.OpError, OSError) as e:
-      logging.warning('Skipping unreadable image %s: %s', self.paths[index], e)
+      reason = getattr(e, 'message', None) or str(e)  # reported with the path by `report`
+      self._reasons[index] = reason.strip().splitlines()[0] if reason.strip() else type(e).__name__
       self._valid[index] = False
       return placeholder(), False
 
@@ -75,15 +76,14 @@ class FolderReader:
             np.asarray([ok for _, ok in loaded], np.float32))
 
   def report(self, when: str) -> list[str]:
-    """Prints and returns the files skipped since the last report."""
+    """Prints (one line) and returns the files skipped since the last report."""
     with self._lock:
       skipped, self._skipped = sorted(self._skipped), set()
     paths = [self.paths[i] for i in skipped]
     if paths:
-      message = (f'{len(paths)} unreadable image(s) skipped in {self.split} {when}: '
-                 + ', '.join(paths[:10]) + (' ...' if len(paths) > 10 else ''))
-      logging.warning('%s', message)
-      print(message, flush=True)
+      shown = [f'{self.paths[i]} ({self._reasons.get(i, "unreadable")})' for i in skipped[:10]]
+      print(f'{len(paths)} unreadable image(s) skipped in {self.split} {when}: '
+            + ', '.join(shown) + (' ...' if len(paths) > 10 else ''), flush=True)
     return paths
 
 
