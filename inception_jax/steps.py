@@ -36,7 +36,10 @@ class TrainState:
     return self.replace(metric_sums=jax.tree_util.tree_map(jnp.zeros_like, self.metric_sums))
 
 
+# What a train step adds up between two log lines ('count' steps), to be logged as means; except
+# LATEST, the value at the last step: the learning rate logged at step s is the one of update s.
 METRICS = ('loss', 'top1', 'learning_rate', 'grad_norm', 'count')
+LATEST = ('learning_rate',)
 
 
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -92,7 +95,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
                              state.nonfinite_step)
   metrics = {'loss': loss, 'top1': mean(jnp.argmax(logits, -1) == labels),
              'learning_rate': schedule(state.step), 'grad_norm': grad_norm, 'count': 1.0}
-  sums = {k: state.metric_sums[k] + metrics[k] for k in METRICS}
+  sums = {k: metrics[k] if k in LATEST else state.metric_sums[k] + metrics[k] for k in METRICS}
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                     opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step,
                     metric_sums=sums)

@@ -30,6 +30,7 @@ from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
 from inception_jax.models import create, model_class
 from inception_jax.steps import (
+  LATEST,
   METRICS,
   TrainState,
   create_train_state,
@@ -173,10 +174,12 @@ class Trainer:
     self.checkpointer.save(step, state, self.source.position(step))
 
   def log(self, state: TrainState, step: int) -> TrainState:
-    """Writes the metrics summed since the last log line; returns `state` with the sums reset."""
+    """Writes the means of the metrics since the last log line (the learning rate: its value at
+    `step`); returns `state` with the sums reset."""
     self.check_finite(state, step)
     sums = jax.device_get(state.metric_sums)
-    means = {k: float(sums[k] / sums['count']) for k in METRICS if k != 'count'}
+    means = {k: float(sums[k] if k in LATEST else sums[k] / sums['count'])
+             for k in METRICS if k != 'count'}
     elapsed, steps = time.perf_counter() - self._timer[0], step - self._timer[1]
     self._timer = (time.perf_counter(), step)
     self.writer.progress(step, self.num_steps, means, steps * self.config.batch_size / elapsed,

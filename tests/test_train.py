@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from inception_jax import train
+from inception_jax import optim, train
 
 from train_utils import (
   ROOT,
@@ -198,3 +198,46 @@ def test_bfloat16_training_keeps_float32_state(tmp_path):
   assert all(np.isfinite(loss) for _, loss in losses(str(tmp_path)))
   variables = final_variables(str(tmp_path))
   assert {x.dtype for x in jax.tree_util.tree_leaves(variables)} == {np.dtype('float32')}
+
+
+def tensorboard_scalars(workdir):
+  """{tag: [steps]} as TensorBoard reads the workdir (it drops steps that a restart rewrote)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  accumulator = event_accumulator.EventAccumulator(workdir)
+  accumulator.Reload()
+  return {tag: [e.step for e in accumulator.Scalars(tag)]
+          for tag in accumulator.Tags()['scalars']}
+
+
+def test_resumed_and_rerun_workdirs_log_each_step_once(tmp_path):
+  workdir = str(tmp_path)
+  config = tiny_config(num_train_steps=6, warmup_epochs=0.05, checkpoint_every_steps=4,
+                       eval_every_steps=4)
+  train.train_and_evaluate(config, workdir)
+  first = metrics(workdir)
+  # The learning rate logged at step s is the schedule's at update s (not the window's mean).
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=1500 // config.batch_size)
+  logged = [(row['step'], row['learning_rate']) for row in first if 'learning_rate' in row]
+  assert [s for s, _ in logged] == [2, 4, 6]
+  np.testing.assert_allclose([lr for _, lr in logged], [schedule(s - 1) for s, _ in logged],
+                             rtol=1e-6)
+  assert len({lr for _, lr in logged}) == 3  # inside the warm-up: the rate changes every step
+
+  train.train_and_evaluate(config, workdir)  # finished: evaluates again, adds no row
+  assert metrics(workdir) == first
+  # Died after its checkpoint at step 4, mid-way through writing an event: resumes from step 4.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
+  [events] = [f for f in os.listdir(workdir) if 'tfevents' in f]
+  with open(os.path.join(workdir, events), 'ab') as f:
+    f.write(b'\x20\x00\x00')
+  train.train_and_evaluate(config, workdir)
+  timeless = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_sec'} for r in rows]
+  assert timeless(metrics(workdir)) == timeless(first)
+  assert [f for f in os.listdir(workdir) if 'tfevents' in f] == [events]
+  scalars = tensorboard_scalars(workdir)
+  assert scalars['loss'] == [2, 4, 6] and scalars['eval_top1'] == [4, 6]
+  # The file reads to its end: the cut record was dropped, the resumed run's events follow.
+  from tensorboard.backend.event_processing import event_file_loader
+  read = list(event_file_loader.EventFileLoader(os.path.join(workdir, events)).Load())
+  restarts = [e.step for e in read if e.HasField('session_log')]
+  assert restarts == [7, 5] and read[-1].step == 6 and read[-1].summary.value[0].tag == 'eval_loss'
