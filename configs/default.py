@@ -83,8 +83,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100  # progress line, metrics.jsonl and TensorBoard scalars
   config.eval_every_steps = 5000  # evaluation on the full eval split (EMA and raw parameters)
   config.checkpoint_every_steps = 2000  # async Orbax checkpoints, the last keep_checkpoints kept
+  # The same three in epochs of the dataset, used where the *_every_steps field is unset (None).
+  config.log_every_epochs = config_dict.placeholder(float)
+  config.eval_every_epochs = config_dict.placeholder(float)
+  config.checkpoint_every_epochs = config_dict.placeholder(float)
   config.keep_checkpoints = 3  # checkpoints kept (the final one is always among them)
   config.init_from = config_dict.placeholder(str)  # checkpoint dir to start from (fine-tuning)
+  config.required = ()  # fields the command line must set (configs/finetune.py: init_from)
   return config
 
 

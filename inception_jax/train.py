@@ -47,8 +47,18 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   return int(math.ceil(config.num_epochs * steps_per_epoch))
 
 
+EVENTS = ('log', 'eval', 'checkpoint')  # what happens every so many steps (or epochs)
+# What to pass for a field that a config requires (`config.required`) and the command line lacks.
+REQUIRED_HINTS = {'init_from': 'DIR: a directory written by `python -m inception_jax.convert`, '
+                               'or a training workdir'}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails before any compute, naming the field to fix."""
+  for field in config.get('required', ()):
+    if config[field] is None:
+      raise ConfigError(f'This config needs --config.{field}='
+                        f'{REQUIRED_HINTS.get(field, "VALUE")}.')
   devices = jax.device_count()
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
@@ -56,11 +66,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}={value} must be a positive multiple of the {devices} '
                         f'devices ({jax.process_count()} process(es)) it is split over.')
   model_class(config.model.name)
-  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
-    if config[field] <= 0:
+  for event in EVENTS:
+    steps, epochs = config[f'{event}_every_steps'], config.get(f'{event}_every_epochs')
+    if steps is None and epochs is None:
+      raise ConfigError(f'Set config.{event}_every_steps or config.{event}_every_epochs.')
+    if (steps if steps is not None else epochs) <= 0:
+      field = f'{event}_every_steps' if steps is not None else f'{event}_every_epochs'
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
   if config.num_train_steps is None and config.num_epochs <= 0:
     raise ConfigError('Set config.num_train_steps or a positive config.num_epochs.')
+
+
+def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
+  """Steps between log lines, evaluations and checkpoints: `<event>_every_steps`, or where that is
+  unset, `<event>_every_epochs` epochs (at least one step)."""
+  every = {}
+  for event in EVENTS:
+    steps = config[f'{event}_every_steps']
+    if steps is None:
+      steps = max(1, round(config[f'{event}_every_epochs'] * steps_per_epoch))
+    every[event] = int(steps)
+  return every
 
 
 class Trainer:
@@ -76,7 +102,9 @@ class Trainer:
                                 process_count=jax.process_count())
     self.model = create(config.model.name, **options_from_config(config, self.source.num_classes))
     self.model.check_input((1, *self.source.image_shape))
+    self.source.fit_eval_batch(jax.device_count())
     self.steps_per_epoch = self.source.steps_per_epoch
+    self.every = intervals(config, self.steps_per_epoch)
     self.num_steps = total_steps(config, self.steps_per_epoch)
     self.schedule = optim.learning_rate_schedule(config, self.steps_per_epoch)
     self.tx = optim.make_optimizer(config, self.schedule)
@@ -274,10 +302,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           trainer.writer.say(f'Preempted: saved {trainer.checkpointer.directory}/{step}; '
                              'exiting. Rerun the same command to resume.')
           break
-        if due(step, config.log_every_steps, num_steps):
+        if due(step, trainer.every['log'], num_steps):
           state = trainer.log(state, step)
-        if due(step, config.checkpoint_every_steps, num_steps):
+        if due(step, trainer.every['checkpoint'], num_steps):
           trainer.save(state, step)
-        if due(step, config.eval_every_steps, num_steps):
+        if due(step, trainer.every['eval'], num_steps):
           last_eval = trainer.evaluate(state, step)
   return last_eval

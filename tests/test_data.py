@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from inception_jax.data import create_source, preprocessing
 
-from train_utils import tiny_config
+from train_utils import tiny_config, write_image_folder
 
 
 def dataset_config(name, image_size=75, **fields):
@@ -181,25 +181,6 @@ def test_trains_on_mock_imagenet(mock_tfds, tmp_path):
   assert result['eval_examples'] == 40 and np.isfinite(result['eval_loss'])
 
 
-def write_image_folder(root, corrupt=True):
-  """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
-  rng = np.random.default_rng(0)
-  for split, count in (('train', 6), ('val', 2)):
-    for label, name in enumerate(['cat', 'dog']):
-      directory = root / split / name
-      directory.mkdir(parents=True)
-      for i in range(count):
-        base = np.full((60 + 10 * i, 80, 3), 40 + 150 * label, np.uint8)
-        image = np.clip(base + rng.integers(0, 30, base.shape), 0, 255).astype(np.uint8)
-        if i == 0:
-          (directory / f'{i}.png').write_bytes(tf.io.encode_png(image).numpy())
-        else:
-          (directory / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(image).numpy())
-  if corrupt:
-    (root / 'train' / 'dog' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
-  return root
-
-
 def test_folder_source_skips_and_reports_a_corrupt_file(tmp_path, capsys):
   root = write_image_folder(tmp_path / 'images')
   source = make(f'folder:{root}', image_size=32, batch_size=13, eval_batch_size=4)
@@ -235,3 +216,16 @@ def test_folder_source_trains_one_step(tmp_path, capsys):
 def test_folder_errors_name_the_expected_layout(tmp_path):
   with pytest.raises(FileNotFoundError, match='expected .*/train/<class>/'):
     make(f'folder:{tmp_path}')
+
+
+def test_eval_batch_shrinks_to_a_small_eval_split():
+  source = make('digits', batch_size=16, eval_batch_size=1024)  # 297 eval images
+  source.fit_eval_batch(8)
+  assert source.eval_batch_size == 304  # 297 rounded up to the 8 devices
+  batches = list(source.eval_batches())
+  assert len(batches) == 1 and batches[0]['mask'].sum() == 297
+  source.fit_eval_batch(8)
+  assert source.eval_batch_size == 304
+  large = make('digits', batch_size=16, eval_batch_size=64)
+  large.fit_eval_batch(8)
+  assert large.eval_batch_size == 64

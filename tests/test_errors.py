@@ -23,6 +23,8 @@ CASES = {
                      ['--config=configs/nothere.py: no such config file']),
     'invalid_setting': (['--config.log_every_steps=0'],  # caught by the job, not by the flags
                         ['config.log_every_steps=0 must be positive']),
+    'required_field': (['--config=configs/finetune.py:iv3'],
+                       ['This config needs --config.init_from=DIR: a directory written by']),
 }
 
 

@@ -12,7 +12,14 @@ from inception_jax.models import create, unstack_blocks
 
 from test_convert import convert_command
 from test_weights import random_variables, write_slim_checkpoint
-from train_utils import ROOT, assert_trees_equal
+from train_utils import (
+  ROOT,
+  assert_trees_equal,
+  command,
+  environment,
+  metrics,
+  write_image_folder,
+)
 
 
 def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
@@ -44,15 +51,22 @@ def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
     assert 0 < sum(p for _, p in top) <= 1 + 1e-6
 
 
-def test_convert_slim_then_predict_images(tmp_path):
+@pytest.fixture(scope='module')
+def converted_v3(tmp_path_factory):
+  """(TF-slim checkpoint prefix, its conversion): random Inception-v3 weights, 1001 classes."""
+  root = tmp_path_factory.mktemp('converted_v3')
+  name = 'inception_v3'
+  prefix = str(root / 'slim' / 'inception_v3.ckpt')
+  write_slim_checkpoint(prefix, random_variables(create(name, num_classes=1001), seed=2), name)
+  output = str(root / 'converted')
+  convert_command('--source=slim', f'--model={name}', f'--input={prefix}', f'--output={output}')
+  return prefix, output
+
+
+def test_convert_slim_then_predict_images(tmp_path, converted_v3):
   """The whole path a user takes: a TF-slim checkpoint -> convert -> predict on their images."""
   tf = runtime.tensorflow()
-  name = 'inception_v3'
-  variables = random_variables(create(name, num_classes=1001), seed=2)
-  prefix = str(tmp_path / 'slim' / 'inception_v3.ckpt')
-  write_slim_checkpoint(prefix, variables, name)
-  output = str(tmp_path / 'converted')
-  convert_command('--source=slim', f'--model={name}', f'--input={prefix}', f'--output={output}')
+  _, output = converted_v3
 
   rng = np.random.default_rng(0)
   images = {'photo.jpg': tf.io.encode_jpeg(rng.integers(0, 256, (320, 400, 3), np.uint8)),
@@ -89,3 +103,35 @@ def test_label_names_for_imagenet_records_and_class_lists():
   assert predict.label_names(None, 3) == ['class 0', 'class 1', 'class 2']
   with pytest.raises(ValueError, match='names 2 classes but its classifier has 3 outputs'):
     predict.label_names(['cat', 'dog'], 3)
+
+
+def test_convert_finetune_predict_on_a_folder(tmp_path, converted_v3):
+  """The README's fine-tuning example: converted weights -> configs/finetune.py on a folder of
+  images -> predict with the fine-tuned workdir (full Inception-v3 at its 75x75 minimum)."""
+  prefix, converted = converted_v3
+  images = write_image_folder(tmp_path / 'images', corrupt=False)  # 12 train, 4 val, 2 classes
+  workdir = str(tmp_path / 'finetuned')
+  result = subprocess.run(
+      command(workdir, config='configs/finetune.py:iv3', init_from=converted,
+              **{'dataset.name': f'folder:{images}', 'dataset.image_size': 75,
+                 'batch_size': 4, 'num_epochs': 1}),
+      cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  params = ckpt.load_variables(converted)['params']
+  count = sum(x.size for k, v in params.items() if k != 'Logits'
+              for x in jax.tree_util.tree_leaves(v))
+  assert (f'Starting from {converted} (inception_v3, slim:{prefix}): {count:,} pretrained '
+          'parameters loaded; Logits re-initialised (2 classes).') in result.stdout
+  logged = metrics(workdir)
+  # Three steps per epoch: a log line each 0.1 epoch (every step), an evaluation each epoch, over
+  # the 4 eval images in one batch (not padded to the config's 64).
+  assert [r['step'] for r in logged if 'loss' in r] == [1, 2, 3]
+  assert [(r['step'], r['eval_examples']) for r in logged if 'eval_top1' in r] == [(3, 4)]
+
+  photo = str(images / 'val' / 'dog' / '1.jpg')
+  result = subprocess.run([sys.executable, '-m', 'inception_jax.predict',
+                           f'--checkpoint={workdir}', '--top=2', photo],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines[0] == photo and sorted(l.split()[-1] for l in lines[1:]) == ['cat', 'dog']

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from configs import demo
-from inception_jax import checkpoint as ckpt
+from inception_jax import checkpoint as ckpt, runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Steps of the `straight` run (conftest.py), the reference for the resume tests.
@@ -69,3 +69,23 @@ def assert_trees_equal(a, b):
   assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
   for (path, x), (_, y) in zip(flat_a, flat_b):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def write_image_folder(root, corrupt=True):
+  """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
+  tf = runtime.tensorflow()
+  rng = np.random.default_rng(0)
+  for split, count in (('train', 6), ('val', 2)):
+    for label, name in enumerate(['cat', 'dog']):
+      directory = root / split / name
+      directory.mkdir(parents=True)
+      for i in range(count):
+        base = np.full((60 + 10 * i, 80, 3), 40 + 150 * label, np.uint8)
+        image = np.clip(base + rng.integers(0, 30, base.shape), 0, 255).astype(np.uint8)
+        if i == 0:
+          (directory / f'{i}.png').write_bytes(tf.io.encode_png(image).numpy())
+        else:
+          (directory / f'{i}.jpg').write_bytes(tf.io.encode_jpeg(image).numpy())
+  if corrupt:
+    (root / 'train' / 'dog' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  return root
