@@ -13,14 +13,21 @@ loads with `inception_jax.checkpoint.load_variables`, classifies images with
 `--config.init_from=DIR`. Sources: timm (`.safetensors`, or `.pth` with torch installed), Keras
 (`.keras` models or `.h5` weights of `keras.applications`), TF-slim (TF1 checkpoints, 1001 classes:
 the background class is dropped unless `--background=keep`).
+
+A file that does not fit `--model` is an error of a few lines that names the model it fits and the
+command that converts it; a file of another source names that source. The Python API raises the
+same `weights.ConversionError`, whose `names` lists every tensor a message shows a few of.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 
 import jax
+
+from inception_jax import errors
 
 SOURCES = ('timm', 'keras', 'slim')
 
@@ -41,6 +48,53 @@ def convert(source: str, model: str, input_path: str, background: str = 'drop',
   return variables, checkpoint.ModelRecord.for_conversion(model, options, source, input_path)
 
 
+def _command(args: argparse.Namespace, **changes: str) -> str:
+  """The command line of `args`, with `changes` to its flags (e.g. model='inception_v3')."""
+  flags = {'source': args.source, 'model': args.model, 'input': args.input, 'output': args.output}
+  if args.background != 'drop':
+    flags['background'] = args.background
+  flags.update(changes)
+  words = [f'--{k}={v}' for k, v in flags.items()] + (['--no_aux'] if args.no_aux else [])
+  return ' '.join(['python -m inception_jax.convert', *map(shlex.quote, words)])
+
+
+def _fix(error: Exception, args: argparse.Namespace) -> dict[str, str]:
+  """The flags to change so that `args` converts: the one model that the input fits, or the source
+  that reads it (and the model it fits there, which takes converting it); {} when unknown."""
+  from inception_jax import weights
+  if isinstance(error, weights.FileFormatError) and error.source:
+    fix = {'source': error.source}
+    try:
+      convert(error.source, args.model, args.input, args.background,
+              False if args.no_aux else None)
+    except weights.ConversionError as e:
+      fix.update({'model': e.fits[0]} if len(e.fits) == 1 else {})
+    except (OSError, ImportError):
+      pass
+    return fix
+  if isinstance(error, weights.ConversionError) and len(error.fits) == 1:
+    return {'model': error.fits[0]}
+  return {}
+
+
+def explain(error: Exception, args: argparse.Namespace) -> str:
+  """The few lines that tell a person why `args` did not convert, and the command that would."""
+  from inception_jax import weights
+  if isinstance(error, weights.FileFormatError):
+    message = str(error)
+  elif isinstance(error, weights.ConversionError):
+    message = f'--input={args.input} does not fit --model={args.model}: {error}'
+  elif isinstance(error, OSError):
+    message = f'--input={args.input} cannot be read: {error.strerror or error}.'
+  else:  # ImportError: the reader needs a package, which the message names.
+    message = str(error)
+  fix = _fix(error, args)
+  if fix:
+    flags = ' '.join(f'--{k}={v}' for k, v in fix.items())
+    message += f'\nTo convert it, rerun with {flags}:\n  {_command(args, **fix)}'
+  return message
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--source', required=True, choices=SOURCES)
@@ -57,10 +111,15 @@ def main(argv=None) -> None:
   runtime.start()
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
   if not exists:
-    parser.error(f'--input {args.input} does not exist.')
-  from inception_jax import checkpoint
-  variables, record = convert(args.source, args.model, args.input, args.background,
-                            False if args.no_aux else None)
+    prefix = ' (a TF1 checkpoint is named by its prefix: x.ckpt for x.ckpt.index)'
+    parser.error(f'--input {args.input} does not exist{prefix if args.source == "slim" else ""}.')
+  from inception_jax import checkpoint, weights
+  with errors.reported():
+    try:
+      variables, record = convert(args.source, args.model, args.input, args.background,
+                                  False if args.no_aux else None)
+    except (weights.ConversionError, OSError, ImportError) as e:
+      raise errors.UserError(explain(e, args)) from e
   checkpoint.save_variables(args.output, variables, record)
   count = sum(x.size for x in jax.tree_util.tree_leaves(variables['params']))
   print(f'Wrote {args.model} ({count:,} parameters, options {record.options}) from {args.input} '

@@ -19,15 +19,26 @@ def randomize_batchnorm_statistics(keras_model, rng):
                          rng.uniform(0.5, 1.5, var.shape)])
 
 
+@pytest.fixture(scope='module')
+def keras_models():
+  """Keras' applications by name, built on first use (seconds each), with random statistics."""
+  import keras
+  built = {}
+
+  def get(app):
+    if app not in built:
+      keras.utils.set_random_seed(0)
+      built[app] = getattr(keras.applications, app)(weights=None, classifier_activation=None)
+      randomize_batchnorm_statistics(built[app], np.random.default_rng(0))
+    return built[app]
+  return get
+
+
 @pytest.mark.parametrize('name,app', [('inception_resnet_v2', 'InceptionResNetV2'),
                                       ('inception_v3', 'InceptionV3')])
-def test_keras_parity(name, app):
-  import keras
-  keras.utils.set_random_seed(0)
-  keras_model = getattr(keras.applications, app)(weights=None, classifier_activation=None)
-  rng = np.random.default_rng(0)
-  randomize_batchnorm_statistics(keras_model, rng)
-  images = rng.uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
+def test_keras_parity(name, app, keras_models):
+  keras_model = keras_models(app)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
   expected = np.asarray(keras_model(images, training=False))
 
   variables = weights.from_keras(keras_model, name)
@@ -36,9 +47,19 @@ def test_keras_parity(name, app):
   assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
 
 
-def test_keras_rejects_a_model_it_does_not_have():
-  with pytest.raises(ValueError, match='Keras has no inception_v4'):
-    weights.from_keras(None, 'inception_v4')
+def test_keras_weights_file_of_the_other_model(keras_models, tmp_path):
+  """An .h5 weights file is checked by its shapes before Keras loads it (Keras' own error for a
+  file of another model is hundreds of lines)."""
+  keras_model = keras_models('InceptionV3')
+  path = str(tmp_path / 'v3.weights.h5')
+  keras_model.save_weights(path)
+  with pytest.raises(weights.ConversionError, match=r"The 378 weights of .*v3\.weights\.h5 do "
+                     r"not have the shapes of Keras' InceptionResNetV2\. They fit inception_v3\.$"
+                     ) as error:
+    weights.from_keras(path, 'inception_resnet_v2')
+  assert error.value.fits == ('inception_v3',)
+  assert_trees_equal(weights.from_keras(path, 'inception_v3'),
+                     weights.from_keras(keras_model, 'inception_v3'))
 
 
 # ------------------------------------------------------------------------------------------ timm
@@ -90,8 +111,12 @@ def test_timm_v3_without_aux_head_and_errors():
            if not k.startswith('AuxLogits.')}
   variables = weights.from_timm(state, 'inception_v3')
   assert not weights.options_from_variables(variables, 'inception_v3', 'timm')['aux_logits']
-  with pytest.raises(weights.ConversionError, match=r'fit no layer.*extra\.weight'):
-    weights.from_timm({**state, 'extra.weight': np.zeros(3)}, 'inception_v3')
+  extra = {**state, 'extra.weight': np.zeros(3)}
+  count = sum(not k.endswith('num_batches_tracked') for k in extra)
+  with pytest.raises(weights.ConversionError, match=r'fit no layer of inception_v3 \(1\): '
+                     r'extra\.weight\. They fit no timm model \(inception_v4, inception_resnet_v2, '
+                     rf'inception_v3\): the state dict holds {count} tensors such as '):
+    weights.from_timm(extra, 'inception_v3')
   bad = dict(state, **{'Mixed_6b.branch7x7_2.conv.weight': np.zeros((128, 128, 7, 1), np.float32)})
   with pytest.raises(weights.ConversionError, match=r'Mixed_6b.branch7x7_2 -> Mixed_6b/Branch_1/'
                      r'Conv2d_0b_1x7/kernel: expected shape \(1, 7, 128, 128\), found '
@@ -112,11 +137,65 @@ def test_timm_safetensors_file_needs_no_torch(tmp_path):
   assert_trees_equal(from_file, weights.from_timm(state, 'inception_resnet_v2'))
 
 
+def test_timm_wrong_model_is_a_short_error_naming_the_one_that_fits():
+  state = random_state_dict(timm_layouts()['inception_v3'])
+  tensors = [k for k in state if not k.endswith('num_batches_tracked')]
+  with pytest.raises(weights.ConversionError) as error:
+    weights.from_timm(state, 'inception_v4')
+  message = str(error.value)
+  assert message.startswith(f'Tensors of the state dict that fit no layer of inception_v4 '
+                            f'({len(tensors)}): {", ".join(tensors[:3])} and '
+                            f'{len(tensors) - 3} more.')
+  assert message.endswith(' They fit inception_v3.') and len(message) < 400
+  assert error.value.names == tensors and error.value.fits == ('inception_v3',)
+  with pytest.raises(weights.ConversionError, match='timm has no inception_v5; it covers '
+                     'inception_v4, inception_resnet_v2, inception_v3. They fit inception_v3.'):
+    weights.from_timm(state, 'inception_v5')
+
+
+def torch_like_file(path):
+  """A zip archive named like the ones `torch.save` writes (enough to be told apart)."""
+  import zipfile
+  with zipfile.ZipFile(path, 'w') as f:
+    f.writestr('model/data.pkl', b'')
+  return path
+
+
 def test_timm_pth_without_torch_says_so(tmp_path, monkeypatch):
   import sys
   monkeypatch.setitem(sys.modules, 'torch', None)
   with pytest.raises(ImportError, match='needs PyTorch'):
-    weights.from_timm(str(tmp_path / 'model.pth'), 'inception_v4')
+    weights.from_timm(torch_like_file(str(tmp_path / 'model.pth')), 'inception_v4')
+
+
+def test_files_of_another_source_name_it(tmp_path):
+  """Each reader tells the files of the other sources by their bytes, whatever their names."""
+  import h5py
+  from safetensors.numpy import save_file
+  import tensorflow as tf
+  files = {name: str(tmp_path / name) for name in ('a.safetensors', 'b.pth', 'c.h5', 'd.ckpt',
+                                                   'e.txt')}
+  save_file({'fc.weight': np.zeros((2, 2), np.float32)}, files['a.safetensors'])
+  torch_like_file(files['b.pth'])
+  with h5py.File(files['c.h5'], 'w') as f:
+    f['dense/dense/kernel:0'] = np.zeros((2, 2), np.float32)
+  tf.raw_ops.SaveV2(prefix=files['d.ckpt'], tensor_names=['a'], shape_and_slices=[''],
+                    tensors=[tf.zeros(2)])
+  with open(files['e.txt'], 'w') as f:
+    f.write('not weights')
+  formats = [weights.file_format(path) for path in files.values()]
+  assert formats == ['safetensors', 'torch', 'hdf5', 'tf', None]
+  assert weights.file_format(files['d.ckpt'] + '.index') == 'tf'
+  assert weights.file_format(str(tmp_path)) == 'tf'  # a directory holding a checkpoint
+
+  readers = {'timm': weights.from_timm, 'keras': weights.from_keras, 'slim': weights.from_slim}
+  for path, source in zip(files.values(), ['timm', 'timm', 'keras', 'slim', None]):
+    for reader in set(readers) - {source}:
+      with pytest.raises(weights.FileFormatError) as error:
+        readers[reader](path, 'inception_v3')
+      assert error.value.source == source
+      fix = f'convert it with --source={source} (weights.from_{source}).'
+      assert str(error.value).endswith(fix if source else 'nor a file that another source reads.')
 
 
 def randomize_torch_batchnorm(model, seed=0):
@@ -257,14 +336,15 @@ def test_slim_moving_averages_leftovers_and_wrong_model(tmp_path):
   assert np.all(weights.from_slim(prefix, name)['params']['Logits']['bias'] == 0.25)
   raw = weights.from_slim(prefix, name, moving_averages=False)
   assert np.all(raw['params']['Logits']['bias'] == 0.5)
-  with pytest.raises(weights.ConversionError, match='has no InceptionV4/Logits/Logits/biases.*'
-                     'InceptionV3'):
+  with pytest.raises(weights.ConversionError, match='has no InceptionV4/Logits/Logits/biases, '
+                     "TF-slim's classifier of inception_v4. They fit inception_v3.$") as error:
     weights.from_slim(prefix, 'inception_v4')
+  assert error.value.fits == ('inception_v3',)
 
   extra = str(tmp_path / 'extra.ckpt')
   write_slim_checkpoint(extra, variables, name, extra={'InceptionV3/Mixed_8a/weights': average})
   with pytest.raises(weights.ConversionError,
-                     match='fit no variable.*InceptionV3/Mixed_8a/weights'):
+                     match=r'fit no variable of inception_v3 \(1\): InceptionV3/Mixed_8a/weights'):
     weights.from_slim(extra, name)
   with pytest.raises(weights.ConversionError, match='no auxiliary head'):
     weights.from_slim(prefix, name, aux_logits=True)

@@ -13,15 +13,18 @@ the options it needs given by `options_from_variables(variables, source)`:
   names are our paths under the network's scope; the 1001st (background) class is dropped or kept.
 
 Every tensor is checked by shape; a mismatch names the tensor and both shapes, and unused or
-missing tensors are listed: nothing is silently ignored except what is not a weight (BatchNorm's
-`num_batches_tracked` counters, TF's `global_step` and optimizer slots).
+missing tensors are an error: nothing is silently ignored except what is not a weight (BatchNorm's
+`num_batches_tracked` counters, TF's `global_step` and optimizer slots). A `ConversionError` names a
+few tensors and their count (`names` holds them all) and, for weights of another of the source's
+models, that model (`fits`); a file that another source reads is a `FileFormatError` naming it.
 
 One module per source (`keras`, `timm`, `slim`); `layout` holds what they share: our network's
-variables and layer order, filled shape-checked.
+variables and layer order, filled shape-checked, and the errors; `files` tells file formats apart.
 """
 
+from inception_jax.weights.files import file_format
 from inception_jax.weights.keras import KERAS_APPLICATIONS, from_keras
-from inception_jax.weights.layout import ConversionError, options_from_variables
+from inception_jax.weights.layout import ConversionError, FileFormatError, options_from_variables
 from inception_jax.weights.slim import (
     SLIM_HEADS,
     SLIM_LEAVES,
@@ -39,7 +42,8 @@ from inception_jax.weights.timm import (
 )
 
 __all__ = [
-    'ConversionError', 'KERAS_APPLICATIONS', 'SLIM_HEADS', 'SLIM_LEAVES', 'SLIM_NOT_WEIGHTS',
-    'SLIM_SCOPES', 'TIMM_BLOCKS', 'TIMM_HEADS', 'TIMM_MODELS', 'from_keras', 'from_slim',
-    'from_timm', 'options_from_variables', 'read_state_dict', 'slim_name',
+    'ConversionError', 'FileFormatError', 'KERAS_APPLICATIONS', 'SLIM_HEADS', 'SLIM_LEAVES',
+    'SLIM_NOT_WEIGHTS', 'SLIM_SCOPES', 'TIMM_BLOCKS', 'TIMM_HEADS', 'TIMM_MODELS', 'file_format',
+    'from_keras', 'from_slim', 'from_timm', 'options_from_variables', 'read_state_dict',
+    'slim_name',
 ]

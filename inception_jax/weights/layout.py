@@ -3,7 +3,7 @@ fill shape-checked, and the errors and options that describe the result."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -18,12 +18,64 @@ Path = tuple[str, ...]
 
 
 class ConversionError(ValueError):
-  """A checkpoint does not fit the model: the message names the tensors."""
+  """Weights that do not fit the model. The message names a handful of tensors at most: `names`
+  holds all those it is about, and `fits` the source's other models that the weights do fit."""
+
+  def __init__(self, message: str, names: Sequence[str] = (), fits: Sequence[str] = ()):
+    super().__init__(message)
+    self.names = list(names)
+    self.fits = tuple(fits)
 
 
-def supported(model_name: str, source: str, models: Iterable[str]) -> None:
-  if model_name not in models:
-    raise ValueError(f'{source} has no {model_name}; it covers {", ".join(models)}.')
+class FileFormatError(ConversionError):
+  """An input that the source cannot read as given: another source's file (`source` names that
+  source), a damaged file, a directory of several checkpoints."""
+
+  def __init__(self, message: str, source: Optional[str] = None):
+    super().__init__(message)
+    self.source = source
+
+
+def few(names: Sequence[str], limit: int = 3) -> str:
+  """The first `limit` of `names`, and how many more there are: 'a, b, c and 1,099 more'."""
+  shown = ', '.join(names[:limit])
+  return shown if len(names) <= limit else f'{shown} and {len(names) - limit:,} more'
+
+
+def plural(count: int, noun: str) -> str:
+  """'1 tensor', '1,102 tensors'."""
+  return f'{count:,} {noun}' + ('' if count == 1 else 's')
+
+
+def unfit(problem: str, names: Sequence[str]) -> ConversionError:
+  """A `ConversionError` about `names`: `problem` and a few of them."""
+  return ConversionError(f'{problem}: {few(names)}.', names)
+
+
+def fits_when(convert: Callable[[], Any]) -> bool:
+  """Whether `convert()` runs without a `ConversionError`."""
+  try:
+    convert()
+  except ConversionError:
+    return False
+  return True
+
+
+def convert_or_redirect(convert: Callable[[str], Any], fits: Callable[[str], bool],
+                        model_name: str, source: str, models: Sequence[str],
+                        found: Callable[[], str]) -> Any:
+  """`convert(model_name)` for one of `source`'s `models`. When the weights do not fit it, the
+  `ConversionError` also names the other models that they fit (`fits(name)`), or when none does,
+  says what they hold (`found()`, e.g. 'the state dict holds 57 tensors such as a, b, c')."""
+  try:
+    if model_name not in models:
+      raise ConversionError(f'{source} has no {model_name}; it covers {", ".join(models)}.')
+    return convert(model_name)
+  except ConversionError as e:
+    others = tuple(m for m in models if m != model_name and fits(m))
+    hint = (f'They fit {" and ".join(others)}.' if others else
+            f'They fit no {source} model ({", ".join(models)}): {found()}.')
+    raise ConversionError(f'{e} {hint}', e.names, others) from None
 
 
 def options_from_variables(variables: Mapping[str, Any], model_name: str,
@@ -91,8 +143,8 @@ class Layout:
     missing = [p for p in self.params if p not in self.out_params]
     missing += [p for p in self.stats if p not in self.out_stats]
     if missing:
-      raise ConversionError(f'Not filled from {source} ({len(missing)}): ' +
-                            ', '.join('/'.join(p) for p in missing))
+      raise unfit(f'Variables of the model that {source} does not fill ({len(missing):,})',
+                  ['/'.join(p) for p in missing])
     return {'params': flax.traverse_util.unflatten_dict(self.out_params),
             'batch_stats': flax.traverse_util.unflatten_dict(self.out_stats)}
 

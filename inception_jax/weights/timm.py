@@ -16,7 +16,19 @@ import numpy as np
 
 from inception_jax.models.layers import ConvBN
 from inception_jax.models.names import AUX_LOGITS, LOGITS, lettered
-from inception_jax.weights.layout import ConversionError, Layout, Path, match_counts, supported
+from inception_jax.weights import files
+from inception_jax.weights.layout import (
+    ConversionError,
+    FileFormatError,
+    Layout,
+    Path,
+    convert_or_redirect,
+    few,
+    fits_when,
+    match_counts,
+    plural,
+    unfit,
+)
 
 TIMM_MODELS = ('inception_v4', 'inception_resnet_v2', 'inception_v3')
 # timm's names of the classifier that is our `LOGITS`.
@@ -92,10 +104,18 @@ def _block_of(path: Path) -> Path:
 
 def read_state_dict(path: str) -> dict[str, Any]:
   """A timm state dict from a `.safetensors` file (numpy arrays; no torch needed) or a
-  `.pth`/`.bin` file (torch tensors)."""
-  if path.endswith('.safetensors'):
+  `.pth`/`.bin` file (torch tensors). Another kind of file is a `FileFormatError` naming the source
+  that reads it."""
+  found = files.file_format(path)
+  if found == 'safetensors':
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
-    return load_file(path)
+    try:
+      return load_file(path)
+    except SafetensorError as e:
+      raise FileFormatError(f'{path} is not a valid .safetensors file ({e}).') from None
+  if found != 'torch':
+    raise files.wrong_format(path, found, "a timm state dict (.safetensors or PyTorch's .pth)")
   try:
     import torch
   except ImportError as e:
@@ -156,8 +176,8 @@ def _group_units(state: Mapping[str, np.ndarray], model_name: str) -> _Units:
     used.update(tensors.values())
   leftover = [k for k in state if k not in used]
   if leftover:
-    raise ConversionError(f'{len(leftover)} tensors of the state dict fit no layer of '
-                          f'{model_name}: {", ".join(leftover)}')
+    raise unfit(f'Tensors of the state dict that fit no layer of {model_name} ({len(leftover):,})',
+                leftover)
   return units
 
 
@@ -181,16 +201,7 @@ def _fill(layout: Layout, units: _Units, state: Mapping[str, np.ndarray]) -> Non
           layout.put_biased(path, kernel, values['bias'], unit.module)
 
 
-def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
-  """timm `inception_v4` / `inception_resnet_v2` / `inception_v3` weights -> our variables.
-
-  Takes a mapping of names to arrays (numpy or torch) or a `.safetensors` / `.pth` path. timm keeps
-  BatchNorm's gamma, so the result fits `create(model_name, bn_scale=True, ...)`; for
-  `inception_v3` also `avg_pool_include_pad=True` (timm's v3 pools count padding). The options are
-  `options_from_variables(variables, model_name, 'timm')`.
-  """
-  supported(model_name, 'timm', TIMM_MODELS)
-  state = _numpy_state(state_dict_or_path)
+def _convert(state: Mapping[str, np.ndarray], model_name: str) -> dict[str, Any]:
   units = _group_units(state, model_name)
   heads = units[nn.Dense].get((LOGITS,))
   if not heads:
@@ -201,3 +212,20 @@ def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
                   aux_logits=(AUX_LOGITS,) in units[ConvBN])
   _fill(layout, units, state)
   return layout.variables('timm')
+
+
+def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
+  """timm `inception_v4` / `inception_resnet_v2` / `inception_v3` weights -> our variables.
+
+  Takes a mapping of names to arrays (numpy or torch) or a `.safetensors` / `.pth` path. timm keeps
+  BatchNorm's gamma, so the result fits `create(model_name, bn_scale=True, ...)`; for
+  `inception_v3` also `avg_pool_include_pad=True` (timm's v3 pools count padding). The options are
+  `options_from_variables(variables, model_name, 'timm')`. Weights of another of timm's models are a
+  `ConversionError` naming it (its `fits`).
+  """
+  state = _numpy_state(state_dict_or_path)
+  # Our arrays are views of the state's, so checking another model by converting costs little.
+  return convert_or_redirect(
+      lambda name: _convert(state, name), lambda name: fits_when(lambda: _convert(state, name)),
+      model_name, 'timm', TIMM_MODELS,
+      lambda: f'the state dict holds {plural(len(state), "tensor")} such as {few(list(state))}')
