@@ -30,6 +30,9 @@ setup(
         'safetensors',  # reads timm's .safetensors weights without torch
         'tensorboard',
         'tensorflow-datasets',
+        # TFDS imports it to prepare any dataset (python -m inception_jax.prepare) but does not
+        # require it.
+        'importlib_resources',
         # tf.data only: a CPU build keeps TensorFlow off the accelerators that JAX owns.
         'tensorflow-cpu; sys_platform != "darwin"',
         'tensorflow; sys_platform == "darwin"',

@@ -1,30 +1,26 @@
 """ImageNet and CIFAR-10 from TFDS, read by index through `tfds.data_source` (ArrayRecord files).
 
 Random access is what makes the stream exactly resumable and globally shuffled, so the datasets must
-be prepared in TFDS's `array_record` format; the error for missing data gives the command.
+be prepared in TFDS's `array_record` format, by `python -m inception_jax.prepare`. The job never
+downloads nor prepares: data that is not there is an error giving that command, before any compute,
+and data that is there but cannot be read is an error naming the cause (a missing package, a
+permission, a damaged file).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from inception_jax import imagenet
+from inception_jax import imagenet, prepare
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
+from inception_jax.errors import MissingError
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
                    'truck']
-SPECS = {
-    # name: (train split, eval split, class names, how to prepare it)
-    'imagenet2012': ('train', 'validation', 'imagenet',
-                     'download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into '
-                     'MANUAL_DIR, then run: tfds build imagenet2012 --manual_dir=MANUAL_DIR '
-                     '--data_dir={data_dir} '
-                     '--file_format=array_record'),
-    'cifar10': ('train', 'test', CIFAR10_CLASSES,
-                'run (downloads 163 MB): tfds build cifar10 --data_dir={data_dir} '
-                '--file_format=array_record'),
-}
+CLASSES = {'imagenet2012': 'imagenet', 'cifar10': CIFAR10_CLASSES}
 
 
 def _reader(source):
@@ -34,26 +30,69 @@ def _reader(source):
   return read
 
 
-def _data_source(name: str, split: str, data_dir):
+def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
+  """What stopped `name` from being read: the cause and its fix. The data not being prepared is
+  claimed only when TFDS finds no prepared copy."""
+  if isinstance(error, ImportError):
+    return prepare.missing_module(name, error)
   import tensorflow_datasets as tfds
-
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir,
-                            decoders={'image': tfds.decode.SkipDecoding()})
+    with prepare.quiet_tfds():
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
+      why_not = prepared and prepare.problem(builder, name)
+  except ImportError as e:
+    return prepare.missing_module(name, e)
   except Exception as e:  # pylint: disable=broad-except
-    where = data_dir or '~/tensorflow_datasets (TFDS default)'
-    raise FileNotFoundError(
-        f'{name} ({split}) is not prepared in {where} in array_record format ({type(e).__name__}: '
-        f'{e}). To prepare it, ' + SPECS[name][3].format(data_dir=data_dir or 'DATA_DIR') +
-        ', and set config.dataset.data_dir.') from e
+    error = e  # e.g. an unreadable directory or dataset_info.json: reported below
+    builder, prepared, why_not = None, True, None
+  if builder:
+    root, where = builder.data_dir_root, builder.data_dir
+  else:
+    from tensorflow_datasets.core import constants
+    root = data_dir or constants.DATA_DIR
+    where = os.path.join(root, name)
+  if not prepared:
+    unset = ' (TFDS\'s default: config.dataset.data_dir is unset)' if data_dir is None else ''
+    return MissingError(
+        f'{name} is not prepared in {root}{unset}, and the job does not download data. Prepare '
+        f'it once with: {prepare.command(name, root)}'
+        + (f' (MANUAL_DIR holding {prepare.manual_hint(name)})'
+           if prepare.DATASETS[name].manual_required else ''))
+  if why_not:
+    return MissingError(why_not)
+  if isinstance(error, PermissionError):
+    return MissingError(f'{name} in {where} cannot be read: {error}. Give this user read access '
+                        'to it.')
+  return MissingError(f'{name} in {where} cannot be read ({type(error).__name__}: {error}): a '
+                      f'file is damaged or missing. Delete {where} and prepare it again: '
+                      f'{prepare.command(name, root)}')
+
+
+def _data_source(name: str, split: str, data_dir: str | None):
+  """The split's records by index. Its first and last records are read here: a damaged or
+  missing file fails now rather than mid-training."""
+  try:
+    import tensorflow_datasets as tfds
+    with prepare.quiet_tfds():
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                builder_kwargs={'file_format': prepare.ARRAY_RECORD},
+                                decoders={'image': tfds.decode.SkipDecoding()})
+    if len(source):
+      _ = source[0], source[len(source) - 1]
+    return source
+  except Exception as e:  # pylint: disable=broad-except
+    raise _unreadable(name, data_dir, e) from e
 
 
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
   name = dataset_config.name
-  train_split, eval_split, classes, _ = SPECS[name]
-  train = _data_source(name, train_split, dataset_config.data_dir)
-  evaluation = _data_source(name, eval_split, dataset_config.data_dir)
+  train_split, eval_split = prepare.DATASETS[name].splits
+  data_dir = dataset_config.data_dir or None  # '' from the command line: TFDS's default
+  train = _data_source(name, train_split, data_dir)
+  evaluation = _data_source(name, eval_split, data_dir)
   offset = 1 if dataset_config.background_class else 0
+  classes = CLASSES[name]
   if classes == 'imagenet':
     num_classes = 1000 + offset
     recorded = imagenet.RECORDS[num_classes]
@@ -71,5 +110,5 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   return source
 
 
-for _name in SPECS:
+for _name in prepare.DATASETS:
   register(_name)(create)
