@@ -3,9 +3,9 @@
     python -m inception_jax.main --config=configs/cifar10.py:irv2 --workdir=/tmp/cifar10_irv2
 
 Arguments: iv3, iv4, irv1, irv2 (default), irv2_paper (configs/default.py's MODELS). Prepare the
-data once, on a machine with internet access: `tfds build cifar10 --file_format=array_record`. The
-recipe is the paper's with shorter epochs and milder crops for tiny images; it is a starting point,
-not a tuned result.
+data once with `python -m inception_jax.prepare cifar10 --data_dir=DATA_DIR` and pass
+`--config.dataset.data_dir=DATA_DIR`. The recipe is the paper's with shorter epochs and milder
+crops for tiny images; it is a starting point, not a tuned result.
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """Input pipelines without network access: TFDS mock data, generated images, preprocessing
 geometry."""
 
+import os
 import re
 
 import numpy as np
@@ -119,9 +120,11 @@ def test_eval_covers_every_example_once(mock_tfds):
 
 
 def test_missing_dataset_names_the_prepare_command(tmp_path):
-  with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 --manual_dir=MANUAL_DIR '
-                     f'--data_dir={tmp_path} --file_format=array_record'):
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f'python -m inception_jax.prepare imagenet2012 --data_dir={tmp_path} '
+      '--manual_dir=MANUAL_DIR')):
     make('imagenet2012', data_dir=str(tmp_path))
+  assert not os.listdir(tmp_path)  # nothing downloaded or created
 
 
 def test_synthetic_source():
