@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.background_class = False  # add TF-slim's class 0 (1001-way heads)
   config.dataset.color_distortion = False  # TF-slim's optional colour jitter in training
   config.dataset.min_crop_area = 0.05  # smallest training crop, as a fraction of the image area
+  config.dataset.eval_split = config_dict.placeholder(str)  # None: validation (ImageNet), test, val
 
   config.batch_size = 1024  # global, over all devices and hosts
   config.eval_batch_size = 1024  # global; the last eval batch is padded and masked

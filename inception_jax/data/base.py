@@ -115,6 +115,13 @@ class ArraySource(Source):
              'mask': mask.astype(np.float32)}
 
 
+def check_no_eval_split(dataset_config) -> None:
+  """For sources with one fixed eval split: an error when another is asked for."""
+  if dataset_config.get('eval_split'):
+    raise ConfigError(f'{dataset_config.name} has one eval split; unset dataset.eval_split '
+                      f'(--split), which is {dataset_config.eval_split!r}.')
+
+
 Factory = Callable[..., Source]
 _FACTORIES: dict[str, Factory] = {}
 

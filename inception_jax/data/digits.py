@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from inception_jax.data.base import ArraySource, register
+from inception_jax.data.base import ArraySource, check_no_eval_split, register
 
 EVAL_SIZE = 297
 
@@ -27,6 +27,7 @@ def load(image_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @register('digits')
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
+  check_no_eval_split(dataset_config)
   images, labels = load(dataset_config.image_size)
   order = np.random.default_rng(0).permutation(len(images))  # fixed split, whatever the seed
   eval_rows, train_rows = order[:EVAL_SIZE], order[EVAL_SIZE:]

@@ -77,27 +77,34 @@ class EncodedSource(Source):
     while True:
       for images, labels, mask in self.epoch_dataset(epoch, first).as_numpy_iterator():
         yield {'image': images, 'label': labels, 'mask': mask}
-      _report(self.read_train, f'epoch {epoch}')
+      report_skipped(self.read_train, f'epoch {epoch}')
       epoch, first = epoch + 1, 0
 
-  def eval_batches(self) -> Iterator[Batch]:
+  def eval_examples(self) -> tf.data.Dataset:
+    """This process's slice of the eval split, padded to whole batches of `eval_batch_size`, one
+    example at a time: (encoded image, label, valid); padding and unreadable files have valid 0.
+    Unreadable files are reported by `report_skipped(source.read_eval, ...)` once read."""
     b = self.eval_batch_size
     padded = -(-self.eval_size // b) * b
     rows = np.arange(padded).reshape(-1, b)[:, self.local_slice(b)]
     mask = (rows < self.eval_size).astype(np.float32)
     read = self._read(self.read_eval)
-    size = self.image_size
     ds = tf.data.Dataset.from_tensor_slices((np.where(mask > 0, rows, 0), mask))
-    ds = ds.map(lambda idx, m: (*read(idx), m)).unbatch()
-    ds = ds.map(lambda e, l, valid, m: (preprocessing.eval_image(e, size), l, valid * m),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(b // self.process_count).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda idx, m: (*read(idx), m)).unbatch().map(
+        lambda encoded, label, valid, m: (encoded, label, valid * m))
+
+  def eval_batches(self) -> Iterator[Batch]:
+    size = self.image_size
+    ds = self.eval_examples().map(
+        lambda encoded, label, valid: (preprocessing.eval_image(encoded, size), label, valid),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(self.eval_batch_size // self.process_count).prefetch(tf.data.AUTOTUNE)
     for images, labels, m in ds.as_numpy_iterator():
       yield {'image': images, 'label': labels, 'mask': m}
-    _report(self.read_eval, 'evaluation')
+    report_skipped(self.read_eval, 'evaluation')
 
 
-def _report(reader: Reader, when: str) -> None:
+def report_skipped(reader: Reader, when: str) -> None:
   """Lets a reader that skips unreadable files say which ones (see `folder.FolderReader`)."""
   report = getattr(reader, 'report', None)
   if report is not None:

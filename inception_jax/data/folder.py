@@ -90,7 +90,8 @@ class FolderReader:
 @register('folder')
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
   root = os.path.expanduser(dataset_config.name.split(':', 1)[1])
-  train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
+  train_dir = os.path.join(root, 'train')
+  val_dir = os.path.join(root, dataset_config.get('eval_split') or 'val')
   if not os.path.isdir(train_dir) or not os.path.isdir(val_dir):
     raise MissingError(
         f'dataset.name={dataset_config.name!r}: expected {train_dir}/<class>/*.jpg and '

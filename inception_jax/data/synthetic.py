@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from inception_jax.data.base import Batch, Source, register
+from inception_jax.data.base import Batch, Source, check_no_eval_split, register
 
 IMAGENET_TRAIN_SIZE = 1_281_167
 IMAGENET_CLASSES = 1000
@@ -48,6 +48,7 @@ class SyntheticSource(Source):
 
 @register('synthetic')
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
+  check_no_eval_split(dataset_config)
   return SyntheticSource(image_size=dataset_config.image_size,
                          label_offset=1 if dataset_config.background_class else 0,
                          global_batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,

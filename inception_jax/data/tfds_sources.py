@@ -88,6 +88,7 @@ def _data_source(name: str, split: str, data_dir: str | None):
 def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
   name = dataset_config.name
   train_split, eval_split = prepare.DATASETS[name].splits
+  eval_split = dataset_config.get('eval_split') or eval_split
   data_dir = dataset_config.data_dir or None  # '' from the command line: TFDS's default
   train = _data_source(name, train_split, data_dir)
   evaluation = _data_source(name, eval_split, data_dir)

@@ -1,0 +1,377 @@
+"""Evaluates checkpoints as the paper does: single-crop, multi-crop and ensembles (Tables 2-5).
+
+    python -m inception_jax.evaluate --checkpoint=/path/to/irv2 --crops=1,12,144 \\
+        --data_dir=/path/to/tensorflow_datasets
+    python -m inception_jax.evaluate --checkpoint=v4,irv2_a,irv2_b,irv2_c --crops=144   # ensemble
+
+`--checkpoint` takes converted checkpoints (`inception_jax.convert`) and training workdirs (their
+averaged parameters; `--params=raw` for the raw ones), each with its own network, options, image
+size and classes from its `model.json`. Several checkpoints form an ensemble: the softmax
+probabilities are averaged over the crops of each model, then over the models (GoogLeNet's rule);
+architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
+its background class dropped (and the rest renormalised); other disagreements are an error.
+
+The protocols (`--crops`, several at once: each image is read once for all of them):
+- `1`: the training job's evaluation crop: the central 87.5% of the image, bilinear resize to the
+  model's size (TF-slim's eval preprocessing); for the in-memory sources (digits, synthetic), the
+  image as the job evaluates it. On the same checkpoint and data it gives the job's `eval_top1` and
+  `eval_top5` exactly.
+- `10`, `12`, `144`: the multi-crop protocols of `inception_jax.data.crops` (AlexNet's 10 crops;
+  our reading of the paper's "12 crops as described in [GoogLeNet]"; GoogLeNet's 144 crops, with
+  its scales multiplied by image_size / 224). Their definitions and sources are in that module.
+
+Every image of the split is evaluated exactly once (the last batch is padded and masked), sharded
+over all devices of all hosts; an unreadable file is skipped, counted and reported. The result is a
+table in the paper's form (models, crops, top-1 and top-5 error, images), a JSON record per row with
+`--json`, and the same records in `evaluation.json` beside the first checkpoint (or `--output`).
+`--dump_crops=DIR` writes the crops of the first image as PNG files, to look at a protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+from absl import app, flags
+import numpy as np
+
+from inception_jax import errors, runtime
+from inception_jax.errors import ConfigError, MissingError
+
+PROTOCOLS = (1, 10, 12, 144)
+PROGRESS_SECONDS = 10.0
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or training workdirs); '
+                  'several form an ensemble.')
+flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.')
+flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
+                    '(default: what the first checkpoint was trained on, else imagenet2012).')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10).')
+flags.DEFINE_string('split', None, 'Split to evaluate (default: the dataset\'s validation or test '
+                    'split; a folder\'s sub-directory).')
+flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
+                     'forward pass), a multiple of the devices.')
+flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
+                  'parameters.')
+flags.DEFINE_bool('json', False, 'Print one JSON record per row after the table.')
+flags.DEFINE_string('output', None, 'Where to write the records (default: '
+                    'FIRST_CHECKPOINT/evaluation.json).')
+flags.DEFINE_string('dump_crops', None, 'Directory for PNG files of the first image\'s crops.')
+flags.mark_flags_as_required(['checkpoint'])
+
+
+def parse_protocols(values: Sequence[str]) -> tuple[int, ...]:
+  """`--crops` values as protocols; an error naming the valid ones otherwise."""
+  try:
+    protocols = tuple(dict.fromkeys(int(v) for v in values))
+  except ValueError:
+    protocols = ()
+  if not protocols or any(p not in PROTOCOLS for p in protocols):
+    raise ConfigError(f'--crops={",".join(values)}: the protocols are '
+                      f'{", ".join(map(str, PROTOCOLS))} (several: --crops=1,12,144).')
+  return protocols
+
+
+@dataclasses.dataclass
+class Member:
+  """One network of the evaluation: a checkpoint's record, variables and jitted probabilities."""
+  path: str
+  record: Any
+  model: Any
+  variables: Any
+  drop_background: bool = False
+
+  @property
+  def name(self) -> str:
+    return f'{self.record.model} ({os.path.basename(os.path.normpath(self.path))})'
+
+  @property
+  def size(self) -> int:
+    return int(self.record.image_size or self.model.default_size)
+
+
+def load_member(path: str, params: str) -> Member:
+  from inception_jax import checkpoint as ckpt
+  from inception_jax.models import create
+  if not os.path.isdir(path):
+    raise MissingError(f'--checkpoint {path} is not a directory: pass a directory written by '
+                       '`python -m inception_jax.convert`, or a training workdir.')
+  record = ckpt.ModelRecord.read(path)
+  if record is None:
+    raise MissingError(f'{path} has no {ckpt.MODEL_INFO} saying which network it holds: pass a '
+                       'directory written by `python -m inception_jax.convert`, or a training '
+                       'workdir.')
+  variables = ckpt.load_variables(path, ema=params == 'ema')
+  model = create(record.model, **record.resolved_options())
+  return Member(path, record, model, variables)
+
+
+def check_classes(members: list[Member], source) -> None:
+  """Each member's classes against the dataset's: equal, or a 1001-way TF-slim head on ImageNet's
+  1000 classes (its background class is dropped); an error naming both otherwise."""
+  for member in members:
+    classes, count = member.record.classes, member.model.num_classes
+    if classes == 'imagenet+background' and source.classes == 'imagenet':
+      member.drop_background = True
+    elif count != source.num_classes or (classes is not None and source.classes is not None
+                                         and classes != source.classes):
+      raise ConfigError(
+          f'{member.path} classifies {count} classes ({_describe(classes)}), but {source.name} '
+          f'has {source.num_classes} ({_describe(source.classes)}): evaluate it on the data it '
+          'was trained or converted for (--dataset).')
+
+
+def _describe(classes) -> str:
+  if classes is None or isinstance(classes, str):
+    return str(classes or 'names unknown')
+  return ', '.join(map(str, classes[:4])) + (', ...' if len(classes) > 4 else '')
+
+
+def default_dataset(member: Member) -> str:
+  source = member.record.source or ''
+  return source[len('trained on '):] if source.startswith('trained on ') else 'imagenet2012'
+
+
+def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
+                batch_size: int):
+  """The eval split of dataset `name` in batches of `batch_size` images, as the job reads it."""
+  import jax
+  import ml_collections
+
+  from inception_jax.data import create_source
+  config = ml_collections.ConfigDict({
+      'name': name, 'data_dir': data_dir, 'eval_split': split, 'image_size': image_size,
+      'background_class': False, 'color_distortion': False, 'min_crop_area': 0.05})
+  # The training batch is never drawn; the smallest valid one keeps small folders acceptable.
+  return create_source(config, batch_size=jax.process_count(), eval_batch_size=batch_size, seed=0,
+                       process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def crop_key(protocol: int, size: int) -> str:
+  return f'{protocol}@{size}'
+
+
+def example_dataset(source):
+  """This process's eval examples, padded like the job's eval: (image, label, valid) with the image
+  encoded (TFDS, folders) or decoded (in-memory sources); and whether it is encoded."""
+  tf = runtime.tensorflow()
+  from inception_jax.data.encoded import EncodedSource
+  if isinstance(source, EncodedSource):
+    return source.eval_examples(), True
+  batches = list(source.eval_batches())  # small in-memory splits (digits, synthetic)
+  return tf.data.Dataset.from_tensor_slices(tuple(
+      np.concatenate([b[k] for b in batches]) for k in ('image', 'label', 'mask'))), False
+
+
+def crop_fn(protocols: Sequence[int], sizes: Sequence[int], encoded: bool):
+  """(image, label, valid) -> ({crop_key: uint8 [crops, size, size, 3]}, label, valid)."""
+  tf = runtime.tensorflow()
+  from inception_jax.data import crops, preprocessing
+
+  def make(image, label, valid):
+    full = None
+    if encoded and any(p != 1 for p in protocols):
+      full = tf.io.decode_image(image, channels=3, expand_animations=False)
+    elif not encoded:
+      full = image
+    out = {}
+    for size in sizes:
+      for protocol in protocols:
+        if protocol == 1:
+          # The job's own eval crop: the same function on the same bytes, so the same pixels.
+          one = (preprocessing.eval_image(image, size) if encoded
+                 else preprocessing.resize(image, size) if image.shape[0] != size else image)
+          out[crop_key(1, size)] = one[None]
+        else:
+          out[crop_key(protocol, size)] = crops.crops(full, protocol, size)
+    return out, label, valid
+
+  return make
+
+
+def crop_batches(source, protocols, sizes, batch_size: int) -> Iterator[tuple[dict, Any, Any]]:
+  tf = runtime.tensorflow()
+  examples, encoded = example_dataset(source)
+  ds = examples.map(crop_fn(protocols, sizes, encoded), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+  ds = ds.batch(batch_size // source.process_count).prefetch(2)
+  yield from ds.as_numpy_iterator()
+
+
+def dump_crops(directory: str, source, protocols, size: int) -> None:
+  """PNG files of the first eval image's crops, named after the protocol and each crop."""
+  tf = runtime.tensorflow()
+  from inception_jax.data import crops
+  examples, encoded = example_dataset(source)
+  image, _, _ = next(iter(examples))
+  full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image
+  os.makedirs(directory, exist_ok=True)
+  for protocol in protocols:
+    images = crop_fn([protocol], [size], encoded)(image, 0, 1.0)[0][crop_key(protocol, size)]
+    names = ['central'] if protocol == 1 else crops.names(protocol, size)
+    for name, crop in zip(names, images.numpy()):
+      tf.io.write_file(os.path.join(directory, f'{protocol}crops-{name}.png'),
+                       tf.io.encode_png(crop))
+  tf.io.write_file(os.path.join(directory, 'original.png'), tf.io.encode_png(full))
+
+
+def probabilities_fn(member: Member, mesh_sharding):
+  """Jitted: uint8 crops [images * crops, size, size, 3] -> mean probabilities [images, classes]
+  over each image's crops."""
+  import jax
+  import jax.numpy as jnp
+
+  from inception_jax.steps import normalize
+
+  @functools.partial(jax.jit, static_argnums=2, out_shardings=mesh_sharding)
+  def probabilities(variables, images, crops_per_image):
+    outputs = member.model.apply(variables, normalize(images, member.model.dtype), train=False)
+    logits = (outputs[0] if isinstance(outputs, tuple) else outputs).astype(jnp.float32)
+    if member.drop_background:
+      logits = logits[:, 1:]  # softmax over the 1000 classes: class 0 dropped, the rest rescaled
+    p = jax.nn.softmax(logits, axis=-1)
+    return p.reshape(-1, crops_per_image, p.shape[-1]).mean(axis=1)
+
+  return probabilities
+
+
+def correct(probabilities, labels, mask):
+  """Masked counts of top-1 and top-5 hits, and of the images."""
+  import jax
+  import jax.numpy as jnp
+  top5 = jax.lax.top_k(probabilities, min(5, probabilities.shape[-1]))[1]
+  top1 = jnp.sum((jnp.argmax(probabilities, -1) == labels) * mask)
+  return top1, jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask), jnp.sum(mask)
+
+
+def ensemble(probabilities: Sequence[Any]) -> Any:
+  """GoogLeNet's rule: the average of the members' probabilities (not of their logits)."""
+  return sum(probabilities) / len(probabilities)
+
+
+@dataclasses.dataclass
+class Tally:
+  top1: float = 0.0
+  top5: float = 0.0
+  images: float = 0.0
+
+  def add(self, hits) -> None:
+    self.top1 += float(hits[0])
+    self.top5 += float(hits[1])
+    self.images += float(hits[2])
+
+
+def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[str] = None,
+             data_dir: Optional[str] = None, split: Optional[str] = None,
+             batch_size: Optional[int] = None, params: str = 'ema',
+             progress: bool = True) -> list[dict[str, Any]]:
+  """Evaluates `paths` (one checkpoint or an ensemble) with each of `protocols`; one record per
+  (model or ensemble, protocol): top-1/top-5 accuracy and error (%), images."""
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  members = [load_member(path, params) for path in paths]
+  dataset = dataset or default_dataset(members[0])
+  devices = jax.device_count()
+  most_crops = max(1 if p == 1 else p for p in protocols)
+  batch_size = batch_size or max(devices, 128 // most_crops // devices * devices)
+  if batch_size % devices:
+    raise ConfigError(f'--batch_size={batch_size} must be a multiple of the {devices} devices.')
+  source = make_source(dataset, data_dir, split, members[0].size, batch_size)
+  check_classes(members, source)
+  sizes = sorted({m.size for m in members})
+  mesh = jax.make_mesh((devices,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  sharded, replicated = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+  variables = [jax.device_put(m.variables, replicated) for m in members]
+  forward = [probabilities_fn(m, sharded) for m in members]
+  hits = jax.jit(correct, out_shardings=replicated)
+  rows = [(i, p) for p in protocols for i in range(len(members) + (len(members) > 1))]
+  tallies = {row: Tally() for row in rows}
+  total, first = source.eval_size, tallies[rows[0]]
+  started = shown = time.perf_counter()
+
+  def global_array(local):
+    return jax.make_array_from_process_local_data(sharded, local)
+
+  for crops, labels, valid in crop_batches(source, protocols, sizes, batch_size):
+    labels, valid = global_array(labels), global_array(valid)
+    for protocol in protocols:
+      per_member = []
+      for m, (member, fn) in enumerate(zip(members, forward)):
+        local = crops[crop_key(protocol, member.size)]
+        images = global_array(local.reshape(-1, *local.shape[2:]))
+        per_member.append(fn(variables[m], images, local.shape[1]))
+        tallies[(m, protocol)].add(hits(per_member[-1], labels, valid))
+      if len(members) > 1:
+        tallies[(len(members), protocol)].add(hits(ensemble(per_member), labels, valid))
+    if progress and jax.process_index() == 0 and time.perf_counter() - shown > PROGRESS_SECONDS:
+      shown = time.perf_counter()
+      rate = first.images / (shown - started)
+      eta = datetime.timedelta(seconds=int((total - first.images) / max(rate, 1e-9)))
+      print(f'evaluated {int(first.images):,}/{total:,} images  {rate:.1f} img/s  ETA {eta}',
+            flush=True)
+  from inception_jax.data.encoded import report_skipped
+  report_skipped(getattr(source, 'read_eval', None), 'evaluation')
+
+  names = [m.name for m in members]
+  records = []
+  for (index, protocol), tally in tallies.items():
+    models = names if index == len(members) else [names[index]]
+    top1, top5 = tally.top1 / max(tally.images, 1), tally.top5 / max(tally.images, 1)
+    records.append({
+        'models': models, 'checkpoints': list(paths) if index == len(members) else [paths[index]],
+        'crops': protocol, 'top1': top1, 'top5': top5,
+        'top1_error': round(100 * (1 - top1), 3), 'top5_error': round(100 * (1 - top5), 3),
+        'images': int(tally.images), 'dataset': dataset, 'split': split or 'default',
+        'params': params})
+  return records
+
+
+def table(records: list[dict[str, Any]]) -> str:
+  """The paper's form: models, crops, top-1 error, top-5 error, images."""
+  labels = [' + '.join(r['models']) if len(r['models']) > 1 else r['models'][0]
+            for r in records]
+  width = max([len('models'), *map(len, labels)])
+  lines = [f'{"models":<{width}}  crops  top-1 error  top-5 error  images']
+  for label, r in zip(labels, records):
+    lines.append(f'{label:<{width}}  {r["crops"]:>5}  {r["top1_error"]:>10.2f}%  '
+                 f'{r["top5_error"]:>10.2f}%  {r["images"]:>6,}')
+  return '\n'.join(lines)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.start()
+  import jax
+  with errors.reported():
+    protocols = parse_protocols(FLAGS.crops)
+    if FLAGS.dump_crops:
+      member = load_member(FLAGS.checkpoint[0], FLAGS.params)
+      source = make_source(FLAGS.dataset or default_dataset(member), FLAGS.data_dir, FLAGS.split,
+                           member.size, jax.device_count())
+      dump_crops(FLAGS.dump_crops, source, protocols, member.size)
+      print(f'Wrote the crops of the first image to {FLAGS.dump_crops}.')
+    records = evaluate(FLAGS.checkpoint, protocols, FLAGS.dataset, FLAGS.data_dir, FLAGS.split,
+                       FLAGS.batch_size, FLAGS.params)
+  if jax.process_index() != 0:
+    return
+  print(table(records))
+  if FLAGS.json:
+    for record in records:
+      print(json.dumps(record))
+  output = FLAGS.output or os.path.join(FLAGS.checkpoint[0], 'evaluation.json')
+  with open(output, 'w') as f:
+    json.dump(records, f, indent=1)
+  print(f'Wrote {output}.', file=sys.stderr)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=errors.parse_flags)
