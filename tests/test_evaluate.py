@@ -62,18 +62,22 @@ def test_ensembles_average_probabilities(straight, tmp_path):
 
 @pytest.fixture
 def imagenet_network(tmp_path):
-  """A tiny 1000-class network recorded as an ImageNet model, at 75x75."""
-  network = create('inception_resnet_v2', num_classes=1000, depth_multiplier=0.125,
+  """A tiny network with a TF-slim 1001-class head (background first), at 75x75."""
+  network = create('inception_resnet_v2', num_classes=1001, depth_multiplier=0.125,
                    repeats=(1, 1, 1))
   variables = jax.jit(lambda: init_variables(network, (75, 75, 3), seed=0))()
   record = ckpt.ModelRecord('inception_resnet_v2', {
-      'num_classes': 1000, 'depth_multiplier': 0.125, 'repeats': [1, 1, 1]}, 75, 'imagenet')
+      'num_classes': 1001, 'depth_multiplier': 0.125, 'repeats': [1, 1, 1]}, 75,
+      'imagenet+background')
   ckpt.save_variables(str(tmp_path / 'net'), jax.device_get(variables), record)
   return str(tmp_path / 'net')
 
 
 def test_multi_crop_on_mock_imagenet(imagenet_network):
   with tfds.testing.mock_data(num_examples=6):
+    members = [evaluate.load_member(imagenet_network, 'ema')]
+    evaluate.check_classes(members, evaluate.make_source('imagenet2012', None, None, 75, 2))
+    assert members[0].drop_background  # scored on ImageNet's 1000 classes
     records = evaluate.evaluate([imagenet_network], [1, 10], dataset='imagenet2012',
                                 batch_size=2)
   assert [(r['crops'], r['images']) for r in records] == [(1, 6), (10, 6)]
@@ -98,6 +102,9 @@ def test_multi_crop_on_a_folder_skips_a_corrupt_file(straight, tmp_path, capsys)
   assert out.count('broken.jpg') == 1 and '1 unreadable image(s) skipped in val' in out
   with pytest.raises(FileNotFoundError, match='/test/<class>/'):  # no such split
     evaluate.make_source(f'folder:{images}', None, 'test', 16, 2)
+  with pytest.raises(ValueError, match=r'classifies 2 classes \(cat, dog\), but digits has 10 '
+                     r'\(0, 1, 2, 3, \.\.\.\)'):
+    evaluate.evaluate([str(network)], [1], dataset='digits')
 
 
 def test_command_prints_the_table_writes_json_and_dumps_crops(straight, tmp_path):
