@@ -59,3 +59,18 @@ def test_input_pipeline_benchmark_prints_json():
                        capture_output=True, text=True, check=True).stdout
   result = json.loads(out.strip().splitlines()[-1])
   assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0
+
+
+def test_evaluation_benchmark_prints_json_per_protocol():
+  result = subprocess.run([sys.executable, 'benchmarks/evaluate.py', *MODEL, '--image_size=75',
+                           '--images=2', '--runs=1', '--protocols=1,10', '--json'],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert [(r['model'], r['image_size'], r['dtype'], r['crops'], r['images']) for r in records] == \
+      [('inception_resnet_v2', 75, 'float32', protocol, 2) for protocol in (1, 10)]
+  for record in records:
+    assert record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 1
+    assert record['crops_per_s'] == pytest.approx(record['img_per_s'] * record['crops'], rel=1e-3)
+    assert record['seconds_per_run'] > 0 and record['host_ms_per_image'] > 0
+  assert records[0]['crop_ms_per_image'] is None and records[1]['crop_ms_per_image'] > 0
