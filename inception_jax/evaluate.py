@@ -145,10 +145,11 @@ def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_
   import jax
   import ml_collections
 
-  from inception_jax.data import create_source
+  from inception_jax.data import create_source, preprocessing
   config = ml_collections.ConfigDict({
       'name': name, 'data_dir': data_dir, 'eval_split': split, 'image_size': image_size,
-      'background_class': False, 'color_distortion': False, 'min_crop_area': 0.05})
+      'background_class': False, 'color_distortion': False,
+      'min_crop_area': preprocessing.AREA_RANGE[0]})
   # The training batch is never drawn; the smallest valid one keeps small folders acceptable.
   return create_source(config, batch_size=jax.process_count(), eval_batch_size=batch_size, seed=0,
                        process_index=jax.process_index(), process_count=jax.process_count())
@@ -243,12 +244,12 @@ def probabilities_fn(member: Member, mesh_sharding):
 
 
 def correct(probabilities, labels, mask):
-  """Masked counts of top-1 and top-5 hits, and of the images."""
-  import jax
+  """Masked counts of top-1 and top-5 hits (as the training job's eval counts them), and of the
+  images."""
   import jax.numpy as jnp
-  top5 = jax.lax.top_k(probabilities, min(5, probabilities.shape[-1]))[1]
-  top1 = jnp.sum((jnp.argmax(probabilities, -1) == labels) * mask)
-  return top1, jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask), jnp.sum(mask)
+
+  from inception_jax.steps import hits
+  return (*hits(probabilities, labels, mask), jnp.sum(mask))
 
 
 def ensemble(probabilities: Sequence[Any]) -> Any:

@@ -106,13 +106,21 @@ def eval_step(params, batch_stats, batch, *, model: nn.Module):
                         normalize(batch['image'], model.dtype), train=False)
   logits = outputs[0] if model.aux_logits else outputs
   labels, mask = batch['label'], batch['mask']
-  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  top1, top5 = hits(logits, labels, mask)
   return {
       'loss': jnp.sum(cross_entropy(logits, labels, model.num_classes, 0.0) * mask),
-      'top1': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-      'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+      'top1': top1,
+      'top5': top5,
       'count': jnp.sum(mask),
   }
+
+
+def hits(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Masked counts of the examples whose label is the top-scoring class, and among the top 5
+  (`scores`: logits or probabilities, [batch, classes])."""
+  top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))[1]
+  return (jnp.sum((jnp.argmax(scores, -1) == labels) * mask),
+          jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask))
 
 
 def init_variables(model: nn.Module, image_shape, seed: int):
