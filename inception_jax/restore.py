@@ -67,8 +67,8 @@ def merge_pretrained(variables: Any, loaded: Any,
   `variables`' block layout (scanned or unrolled), and the scopes left freshly initialised.
 
   A classifier (`network.classifier_scopes()`) keeps its fresh values when its width differs (a
-  new `num_classes`), and the aux head may be absent on either side; any other mismatch, missing
-  or leftover tensor is an error naming it.
+  new `num_classes`), and the aux head may be absent on either side (absent from `loaded`, it is
+  among the fresh scopes); any other mismatch, missing or leftover tensor is an error naming it.
   """
   # Compared block by block in the unrolled layout (TF-slim's), then stacked as `variables` are.
   flat_target = flax.traverse_util.flatten_dict(unstack_blocks(variables), sep='/')
@@ -80,6 +80,7 @@ def merge_pretrained(variables: Any, loaded: Any,
     if name not in flat_loaded:
       if name.startswith(aux):
         merged[name] = value
+        fresh.add(AUX_LOGITS)
       else:
         problems.append(f'missing in checkpoint: {name} {tuple(value.shape)}')
       continue
@@ -107,16 +108,15 @@ def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> tu
   merged into `fresh`, the initialised variables of `network`, and a line saying what was loaded
   and what starts fresh."""
   loaded = ckpt.load_variables(path)
-  variables, reinitialised = merge_pretrained(fresh, loaded, network)
-  new = list(reinitialised)
-  notes = [f'{scope} re-initialised ({network.num_classes} classes)' for scope in reinitialised]
-  if AUX_LOGITS in fresh['params'] and AUX_LOGITS not in loaded['params']:
-    new.append(AUX_LOGITS)
-    notes.append(f'{AUX_LOGITS} new (the checkpoint has no aux head)')
+  variables, fresh_scopes = merge_pretrained(fresh, loaded, network)
+  notes = [f'{AUX_LOGITS} new (the checkpoint has no aux head)' if scope == AUX_LOGITS
+           else f'{scope} re-initialised ({network.num_classes} classes)'
+           for scope in sorted(fresh_scopes, key=lambda scope: scope == AUX_LOGITS)]
   if AUX_LOGITS in loaded['params'] and AUX_LOGITS not in fresh['params']:
     notes.append(f"the checkpoint's {AUX_LOGITS} left out (config.model.aux_logits=False)")
   taken = sum(np.size(v) for name, v in flax.traverse_util.flatten_dict(
-      variables['params'], sep='/').items() if name.split('/')[0] not in new)
+      variables['params'], sep='/').items()
+      if not any(name.startswith(scope + '/') for scope in fresh_scopes))
   record = ckpt.ModelRecord.read(path)
   what = f'{record.model}, {record.source}' if record else 'no model.json'
   summary = f'Starting from {path} ({what}): {taken:,} pretrained parameters loaded'
