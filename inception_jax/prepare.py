@@ -53,12 +53,14 @@ class Dataset:
   manual_files: tuple[str, ...]  # what --manual_dir holds
   manual_required: bool
   config: str  # a config that trains on it
+  url: str | None = None  # what TFDS downloads when --manual_dir is not given
 
 
 DATASETS = {
     'imagenet2012': Dataset(('train', 'validation'), (IMAGENET_TRAIN, IMAGENET_VAL), True,
                             'configs/imagenet.py:irv2'),
-    'cifar10': Dataset(('train', 'test'), (CIFAR10_FILE,), False, 'configs/cifar10.py:irv2'),
+    'cifar10': Dataset(('train', 'test'), (CIFAR10_FILE,), False, 'configs/cifar10.py:irv2',
+                       CIFAR10_URL),
 }
 
 
@@ -295,8 +297,8 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
         print(f'{name} is already prepared in {builder.data_dir}; nothing to do.')
         return builder.data_dir
       check_manual_dir(name, manual_dir)
-      if not manual_dir and not DATASETS[name].manual_required:
-        check_online(CIFAR10_URL)
+      if not manual_dir and DATASETS[name].url:
+        check_online(DATASETS[name].url)
       runtime.tensorflow()  # before TFDS imports it: keeps TensorFlow off the accelerators
       tfds.display_progress_bar(True)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
