@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.depth_multiplier = 1.0  # channel multiplier for scaled-down variants
   config.model.repeats = config_dict.placeholder(tuple)  # blocks per grid; None = the paper's
   config.model.residual_scale = config_dict.placeholder(object)  # Inception-ResNets; None = default
+  config.model.learn_residual_scale = config_dict.placeholder(bool)  # learned, from residual_scale
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'  # imagenet2012 | cifar10 | digits | synthetic | folder:PATH
@@ -82,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.9999  # moving average of the parameters, used for evaluation; 0 disables
 
   config.log_every_steps = 100  # progress line, metrics.jsonl and TensorBoard scalars
+  # Record the dying-network diagnostics (dead_fraction, residual ratios) with the training
+  # metrics. None: for the Inception-ResNets only; True: any model (no residual ratios without
+  # residual blocks); False: never.
+  config.diagnostics = config_dict.placeholder(bool)
   config.eval_every_steps = 5000  # evaluation on the full eval split (EMA and raw parameters)
   config.checkpoint_every_steps = 2000  # async Orbax checkpoints, the last keep_checkpoints kept
   # The same three in epochs of the dataset, used where the *_every_steps field is unset (None).

@@ -137,8 +137,9 @@ class MetricWriter:
     self.write(step, {**scalars, 'images_per_sec': images_per_sec})
     if self.enabled:
       eta = datetime.timedelta(seconds=int(eta_sec))
+      dead = f'  dead {scalars["dead_fraction"]:.3f}' if 'dead_fraction' in scalars else ''
       print(f'step {step}/{total}  loss {scalars["loss"]:.4f}  top1 {scalars["top1"]:.3f}  '
-            f'lr {scalars["learning_rate"]:.4g}  {images_per_sec:.0f} img/s  ETA {eta}',
+            f'lr {scalars["learning_rate"]:.4g}{dead}  {images_per_sec:.0f} img/s  ETA {eta}',
             flush=True)
 
   def say(self, message: str) -> None:

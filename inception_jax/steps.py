@@ -17,7 +17,7 @@ import optax
 
 from inception_jax import optim
 from inception_jax.errors import ConfigError
-from inception_jax.models import model_class
+from inception_jax.models import diagnostics, model_class
 
 
 @flax.struct.dataclass
@@ -29,7 +29,8 @@ class TrainState:
   ema_params: Any
   # The first step whose loss or gradients were not finite, -1 while all were.
   nonfinite_step: jax.Array
-  # Training metrics summed since the last log line; checkpointed so a resumed run logs the same.
+  # Training metrics summed since the last log line; checkpointed (but for the diagnostics: see
+  # DIAGNOSTICS_COUNT) so a resumed run logs the same.
   metric_sums: dict[str, jax.Array]
 
   def reset_metrics(self) -> 'TrainState':
@@ -40,6 +41,32 @@ class TrainState:
 # LATEST, the value at the last step: the learning rate logged at step s is the one of update s.
 METRICS = ('loss', 'top1', 'learning_rate', 'grad_norm', 'count')
 LATEST = ('learning_rate',)
+# With diagnostics on, the step also adds up the model's `diagnostic_metrics` and counts them here.
+# Their sums are left out of checkpoints (a checkpoint's layout does not depend on them; old
+# checkpoints resume): after a resume, the first log line averages them over the steps since.
+DIAGNOSTICS_COUNT = 'diagnostics_count'
+
+
+def diagnostics_for(model: nn.Module, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The diagnostics a training step of `model` records: `config.diagnostics` True: the model's
+  own; False: none; None (default): the Inception-ResNets' (the networks the paper saw die)."""
+  wanted = config.get('diagnostics')
+  if wanted is None:
+    wanted = hasattr(model, 'scales')
+  return tuple(model.diagnostic_metrics) if wanted else ()
+
+
+def checkpointed(state: TrainState) -> TrainState:
+  """`state` as checkpoints hold it: without the diagnostics' sums."""
+  return state.replace(metric_sums={k: state.metric_sums[k] for k in METRICS})
+
+
+def with_diagnostics(state: TrainState, names: tuple[str, ...]) -> TrainState:
+  """A checkpointed state with zero sums for diagnostics `names` (none: `state` itself)."""
+  if not names:
+    return state
+  zeros = {k: jnp.zeros((), jnp.float32) for k in (*names, DIAGNOSTICS_COUNT)}
+  return state.replace(metric_sums={**state.metric_sums, **zeros})
 
 
 def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -50,9 +77,10 @@ def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
 def options_from_config(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
   """The `create(config.model.name, ...)` options that `config.model` asks for."""
   options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
-  if 'residual_scale' in options and not hasattr(model_class(config.model.name), 'scales'):
-    raise ConfigError(f'config.model.residual_scale applies to Inception-ResNet models only, not '
-                      f'{config.model.name}; unset it.')
+  for field in ('residual_scale', 'learn_residual_scale'):
+    if field in options and not hasattr(model_class(config.model.name), 'scales'):
+      raise ConfigError(f'config.model.{field} applies to Inception-ResNet models only, not '
+                        f'{config.model.name}; unset it.')
   return dict(options, num_classes=num_classes)
 
 
@@ -69,18 +97,21 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
   mean = lambda x: jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
+  diagnosed = DIAGNOSTICS_COUNT in state.metric_sums
+  mutable = ['batch_stats', diagnostics.COLLECTION] if diagnosed else ['batch_stats']
+
   def loss_fn(params):
     outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                    train=True, mutable=['batch_stats'], rngs={'dropout': rng})
+                                    train=True, mutable=mutable, rngs={'dropout': rng})
     logits, aux = outputs if model.aux_logits else (outputs, None)
     loss = mean(cross_entropy(logits, labels, model.num_classes, config.label_smoothing))
     total = loss
     if aux is not None:
       total += config.aux_loss_weight * mean(cross_entropy(
           aux, labels, model.num_classes, config.label_smoothing))
-    return total, (loss, logits, new_vars['batch_stats'])
+    return total, (loss, logits, new_vars['batch_stats'], new_vars.get(diagnostics.COLLECTION))
 
-  (total, (loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (total, (loss, logits, batch_stats, recorded)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -95,7 +126,9 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
                              state.nonfinite_step)
   metrics = {'loss': loss, 'top1': mean(jnp.argmax(logits, -1) == labels),
              'learning_rate': schedule(state.step), 'grad_norm': grad_norm, 'count': 1.0}
-  sums = {k: metrics[k] if k in LATEST else state.metric_sums[k] + metrics[k] for k in METRICS}
+  if diagnosed:
+    metrics.update(diagnostics.summarize(recorded), **{DIAGNOSTICS_COUNT: 1.0})
+  sums = {k: metrics[k] if k in LATEST else v + metrics[k] for k, v in state.metric_sums.items()}
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                     opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step,
                     metric_sums=sums)
@@ -127,9 +160,12 @@ def init_variables(model: nn.Module, image_shape, seed: int):
   return model.init(jax.random.key(seed), jnp.zeros((1, *image_shape), model.dtype), train=False)
 
 
-def create_train_state(variables, tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(variables, tx: optax.GradientTransformation,
+                       diagnostic_metrics: tuple[str, ...] = ()) -> TrainState:
+  """A fresh state; its steps record the `diagnostic_metrics` named (see `diagnostics_for`)."""
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
-                    metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                     ema_params=params, nonfinite_step=jnp.full((), -1, jnp.int32),
+                     metric_sums={k: jnp.zeros((), jnp.float32) for k in METRICS})
+  return with_diagnostics(state, diagnostic_metrics)

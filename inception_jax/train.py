@@ -30,14 +30,17 @@ from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
 from inception_jax.models import create, model_class
 from inception_jax.steps import (
+  DIAGNOSTICS_COUNT,
   LATEST,
-  METRICS,
   TrainState,
+  checkpointed,
   create_train_state,
+  diagnostics_for,
   eval_step,
   init_variables,
   options_from_config,
   train_step,
+  with_diagnostics,
 )
 
 
@@ -102,6 +105,7 @@ class Trainer:
                                 process_count=jax.process_count())
     self.model = create(config.model.name, **options_from_config(config, self.source.num_classes))
     self.model.check_input((1, *self.source.image_shape))
+    self.diagnostics = diagnostics_for(self.model, config)
     self.source.fit_eval_batch(jax.device_count())
     self.steps_per_epoch = self.source.steps_per_epoch
     self.every = intervals(config, self.steps_per_epoch)
@@ -136,7 +140,8 @@ class Trainer:
 
   def initial_state(self) -> TrainState:
     def init(seed):
-      return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx)
+      return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx,
+                                self.diagnostics)
     return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
 
   def pretrained_state(self, path: str) -> TrainState:
@@ -146,7 +151,8 @@ class Trainer:
         lambda: init_variables(self.model, self.source.image_shape, self.config.seed))())
     variables, summary = restore.pretrained_variables(path, self.model, fresh)
     self.writer.say(summary)
-    return jax.jit(functools.partial(create_train_state, tx=self.tx),
+    return jax.jit(functools.partial(create_train_state, tx=self.tx,
+                                     diagnostic_metrics=self.diagnostics),
                    out_shardings=self.replicated)(variables)
 
   def start(self) -> tuple[int, TrainState]:
@@ -162,10 +168,12 @@ class Trainer:
       record.write(self.workdir)
     abstract = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
-        jax.eval_shape(self.initial_state))
+        checkpointed(jax.eval_shape(self.initial_state)))
     restored = self.checkpointer.restore_latest(abstract)
     if restored is not None:
       step, state, data_state = restored
+      state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=self.replicated)(
+          state, self.diagnostics)
       expected = self.source.position(step)
       if data_state != expected:
         logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
@@ -199,17 +207,22 @@ class Trainer:
   def save(self, state: TrainState, step: int) -> None:
     """Checkpoints `state` (never a non-finite one) with the input position after `step`."""
     self.check_finite(state, step)
-    self.checkpointer.save(step, state, self.source.position(step))
+    self.checkpointer.save(step, checkpointed(state), self.source.position(step))
 
   def log(self, state: TrainState, step: int) -> TrainState:
     """Writes the means of the metrics since the last log line (the learning rate: its value at
-    `step`); returns `state` with the sums reset."""
+    `step`; the diagnostics: since the last log line or resume); returns `state` with the sums
+    reset."""
     self.check_finite(state, step)
     sums = jax.device_get(state.metric_sums)
-    means = {k: float(sums[k] if k in LATEST else sums[k] / sums['count'])
-             for k in METRICS if k != 'count'}
+    means = {}
+    for key, value in sums.items():
+      count = sums[DIAGNOSTICS_COUNT] if key in self.diagnostics else sums['count']
+      if key not in ('count', DIAGNOSTICS_COUNT) and count:
+        means[key] = float(value if key in LATEST else value / count)
     elapsed, steps = time.perf_counter() - self._timer[0], step - self._timer[1]
     self._timer = (time.perf_counter(), step)
+    means['epoch'] = step / self.steps_per_epoch
     self.writer.progress(step, self.num_steps, means, steps * self.config.batch_size / elapsed,
                          elapsed / steps * (self.num_steps - step))
     return self.reset_metrics(state)
@@ -245,7 +258,7 @@ class Trainer:
       results.update({f'eval_{prefix}{k}': float(total[k]) / count
                       for k in ('loss', 'top1', 'top5')})
     results['eval_examples'] = int(count)
-    self.writer.write(step, results)
+    self.writer.write(step, {**results, 'epoch': step / self.steps_per_epoch})
     return results
 
 

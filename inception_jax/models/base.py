@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from inception_jax.errors import ConfigError
+from inception_jax.models import diagnostics
 from inception_jax.models.layers import AuxHead, Dtype, Mixed, Ops
 from inception_jax.models.names import AUX_LOGITS, LOGITS
 from inception_jax.models.scan import Stage, repeat
@@ -81,6 +82,8 @@ class InceptionNetwork(nn.Module):
   # variables, and the point of fine-tuning on small images).
   adaptable_options: ClassVar[tuple[str, ...]] = (
       'num_classes', 'aux_logits', 'scan_blocks', 'small_inputs')
+  # What an `apply` with the `diagnostics` collection mutable records (models/diagnostics.py).
+  diagnostic_metrics: ClassVar[tuple[str, ...]] = diagnostics.PRE_POOL
 
   @classmethod
   def classifier_scopes(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -144,6 +147,7 @@ class InceptionNetwork(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False):
     self.check_input(images.shape)
     x, aux_input = self.body(images, train)
+    diagnostics.record_pre_pool(self, x)
     features = jnp.mean(x, axis=(1, 2))
     if not self.num_classes:
       return features.astype(jnp.float32)

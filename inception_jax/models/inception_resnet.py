@@ -18,7 +18,9 @@ Three networks:
 
 Residual scaling (Section 3.3): the residual is scaled by 0.1-0.3 before the sum; without it, nets
 with more than about 1000 filters "died" early in training. Defaults follow TF-slim: 0.17 for the
-35x35 blocks, 0.10 for the 17x17 blocks and 0.20 for the 8x8 blocks.
+35x35 blocks, 0.10 for the 17x17 blocks and 0.20 for the 8x8 blocks. `learn_residual_scale` makes
+each block's scale a learned scalar starting from these values. The training step can record how
+much each grid's blocks change their input (`models/diagnostics.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, ClassVar, Mapping, Sequence, Union
 import jax
 
 from inception_jax.errors import ConfigError
+from inception_jax.models import diagnostics
 from inception_jax.models.base import InceptionNetwork
 from inception_jax.models.inception_v3 import v3_stem, v3_stem_convs
 from inception_jax.models.inception_v4 import ReductionA, v4_stem
@@ -39,6 +42,7 @@ ResidualScale = Union[float, Sequence[float]]
 
 class Block35(Residual):
   """Inception-ResNet-A (Fig. 10 for v1, Fig. 16 for v2): the 35x35 residual block."""
+  grid = '35x35'
   branch_0: int = 32
   branch_1: tuple[int, int] = (32, 32)
   branch_2: tuple[int, int, int] = (32, 48, 64)
@@ -58,6 +62,7 @@ class Block17(Residual):
 
   Its second tower factorises an n x n conv into 1xn and nx1 convs, n = `factor`.
   """
+  grid = '17x17'
   branch_0: int = 192
   branch_1: tuple[int, int, int] = (128, 160, 192)
   factor: int = 7
@@ -73,6 +78,7 @@ class Block17(Residual):
 
 class Block8(Block17):
   """Inception-ResNet-C (Fig. 13 for v1, Fig. 19 for v2): the 8x8 residual block (1x3, 3x1)."""
+  grid = '8x8'
   branch_0: int = 192
   branch_1: tuple[int, int, int] = (192, 224, 256)
   factor: int = 3
@@ -113,8 +119,12 @@ class InceptionResNet(InceptionNetwork):
   """What the Inception-ResNets share: residual scaling, one factor or one per grid, and the stages
   after the stem; subclasses give the stem in `stem()` and their widths below."""
   residual_scale: ResidualScale = (0.17, 0.10, 0.20)
+  # Each residual block learns its own scale, initialised at its grid's `residual_scale`.
+  learn_residual_scale: bool = False
 
+  structure_options = (*InceptionNetwork.structure_options, 'learn_residual_scale')
   numeric_options = (*InceptionNetwork.numeric_options, 'residual_scale')
+  diagnostic_metrics = (*InceptionNetwork.diagnostic_metrics, *diagnostics.RESIDUAL)
 
   # Widths: Table 1's (k, l, m, n) of Reduction-A, and the other blocks' width fields (none given:
   # the blocks' defaults, which are Inception-ResNet-v2's).
@@ -147,15 +157,16 @@ class InceptionResNet(InceptionNetwork):
     s35, s17, s8 = self.scales
     n35, n17, n8 = self.stage_repeats
     x = self.stem(x, train)
+    learn = {'learn_scale': True} if self.learn_residual_scale else {}
     x = self.blocks(Block35, numbered('block35', n35), x, train, scope='Repeat', scale=s35,
-                    **self.block35)
+                    **learn, **self.block35)
     x = ReductionA(ops, *self.reduction_a, name='Mixed_6a')(x, train)
     x = self.blocks(Block17, numbered('block17', n17), x, train, scope='Repeat_1', scale=s17,
-                    **self.block17)
+                    **learn, **self.block17)
     aux_input = x  # TF-slim PreAuxLogits
     x = ReductionBResidual(ops, **self.reduction_b, name='Mixed_7a')(x, train)
     names = numbered('block8', n8 - 1 if self.released_end else n8)
-    x = self.blocks(Block8, names, x, train, scope='Repeat_2', scale=s8, **self.block8)
+    x = self.blocks(Block8, names, x, train, scope='Repeat_2', scale=s8, **learn, **self.block8)
     if self.released_end:
       x = Block8(ops, scale=1.0, activation=False, name='Block8', **self.block8)(x, train)
       x = ops.conv(1536, 1, 'Conv2d_7b_1x1')(x, train)

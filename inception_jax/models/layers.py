@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence, Union
+from typing import Any, ClassVar, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from inception_jax.models import diagnostics
 from inception_jax.models.conv import NHWC_HWIO, conv_general_dilated
 
 Dtype = Any
@@ -200,15 +201,26 @@ class Residual(Mixed):
   """An Inception-ResNet block: x + scale * up(concat(towers)), then ReLU unless `activation=False`.
 
   `up` is a 1x1 convolution with bias and no BatchNorm (TF-slim scope `Conv2d_1x1`) that restores
-  the input width; the paper puts BatchNorm only on the traditional layers, never on the sum.
+  the input width; the paper puts BatchNorm only on the traditional layers, never on the sum. With
+  `learn_scale` the scale is a parameter (`residual_scale`, a scalar) initialised at `scale`, as
+  SkipInit and ReZero later did; it is not weight-decayed. Records the block's residual ratio (see
+  `diagnostics`) under its `grid`'s name when asked.
   """
   scale: float = 1.0
   activation: bool = True
+  learn_scale: bool = False
+  grid: ClassVar[str] = ''  # '35x35', '17x17' or '8x8'
 
   def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
     up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.ops.dtype, kernel_init=conv_init,
                  conv_general_dilated=conv_general_dilated, name='Conv2d_1x1')(mixed)
-    x = x + self.scale * up
+    if self.learn_scale:
+      scale = self.param('residual_scale', nn.initializers.constant(self.scale), (), jnp.float32)
+      branch = scale.astype(up.dtype) * up
+    else:
+      branch = self.scale * up
+    diagnostics.record_residual(self, self.grid, x, branch)
+    x = x + branch
     return nn.relu(x) if self.activation else x
 
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.models import diagnostics
 from inception_jax.models.layers import Mixed
 
 SEPARATOR = '+'
@@ -29,7 +30,8 @@ def repeat(block: type[Mixed], names: Sequence[str], x: jax.Array, train: bool, 
   """
   if scan and len(names) > 1:
     cls = nn.remat(block, static_argnums=(2,), methods=['step']) if remat else block
-    scanned = nn.scan(cls, variable_axes={'params': 0, 'batch_stats': 0},
+    axes = {'params': 0, 'batch_stats': 0, diagnostics.COLLECTION: 0}
+    scanned = nn.scan(cls, variable_axes=axes,
                       split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
                       length=len(names), methods=['step'])
     x, _ = scanned(name=SEPARATOR.join(names), **fields).step(x, train)
