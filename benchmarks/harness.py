@@ -71,6 +71,9 @@ def arguments(description: str) -> argparse.Namespace:
                       help="time timm's same model in the same process (needs torch and timm)")
   parser.add_argument('--timm_compile', action='store_true',
                       help='run timm under torch.compile (default: eager, as most users run it)')
+  parser.add_argument('--compare_diagnostics', action='store_true',
+                      help='training: also time the step without the dying-network diagnostics '
+                           '(on by default for the Inception-ResNets), taking turns')
   parser.add_argument('--json', action='store_true',
                       help='end with one JSON object per measured configuration')
   args = parser.parse_args()
@@ -98,7 +101,8 @@ def training(model, config, size: int):
   schedule = optim.learning_rate_schedule(config, steps_per_epoch=1000)
   tx = optim.make_optimizer(config, schedule)
   step = functools.partial(steps.train_step, model=model, tx=tx, schedule=schedule, config=config)
-  init = lambda: steps.create_train_state(steps.init_variables(model, (size, size, 3), 0), tx)
+  init = lambda: steps.create_train_state(steps.init_variables(model, (size, size, 3), 0), tx,
+                                          steps.diagnostics_for(model, config))
   return jax.jit(step, donate_argnums=0), init
 
 
@@ -109,11 +113,13 @@ def compile_timed(fn, *args):
   return compiled, time.perf_counter() - start
 
 
-def ours(args, train: bool):
-  """Our jitted step (training: the job's own `train_step`; else an eval-mode forward) with its
-  inputs: returns (model, call, compile_s, compiled)."""
+def ours(args, train: bool, diagnostics: Optional[bool] = None):
+  """Our jitted step (training: the job's own `train_step`, with `config.diagnostics` =
+  `diagnostics`; else an eval-mode forward) with its inputs: returns (model, call, compile_s,
+  compiled, the diagnostics it records)."""
   model, config = model_and_config(args, dtype=args.dtype, scan_blocks=not args.unrolled)
   config.batch_size = args.batch
+  config.diagnostics = diagnostics
   size = args.image_size
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(0, 256, (args.batch, size, size, 3), np.uint8)),
@@ -134,7 +140,7 @@ def ours(args, train: bool):
 
     def call():
       return compiled(variables, batch['image'])
-  return model, call, compile_s, compiled
+  return model, call, compile_s, compiled, steps.diagnostics_for(model, config) if train else ()
 
 
 def jax_sync(out) -> None:
@@ -246,8 +252,10 @@ def ours_peak_memory(compiled) -> Optional[int]:
 
 def measure(args, train: bool) -> dict[str, Any]:
   """Everything for one configuration, as the JSON record."""
-  model, call, compile_s, compiled = ours(args, train)
+  model, call, compile_s, compiled, recorded = ours(args, train)
   impls = {'ours': (call, jax_sync)}
+  if args.compare_diagnostics and train:
+    impls['ours without diagnostics'] = (ours(args, train, diagnostics=False)[1], jax_sync)
   timm_memory = None
   if args.compare_timm:
     timm_call, timm_sync, timm_memory = timm_step(args, train)
@@ -270,8 +278,13 @@ def measure(args, train: bool) -> dict[str, Any]:
       'runs_img_per_s': [round(r, 2) for r in rates['ours']],
       'model_flops_per_image': model_flops,
       'xla_flops_per_image': flops / args.batch if flops else None,
-      'peak_memory_bytes': ours_peak_memory(compiled),
+      'peak_memory_bytes': ours_peak_memory(compiled), 'diagnostics': list(recorded),
   }
+  if 'ours without diagnostics' in rates:
+    bare = rates['ours without diagnostics']
+    result.update(no_diagnostics_img_per_s=round(statistics.median(bare), 2),
+                  no_diagnostics_runs_img_per_s=[round(r, 2) for r in bare],
+                  diagnostics_cost=round(statistics.median(bare) / img_per_s - 1, 4))
   peak = peak_tflops(args)
   result['peak_tflops'] = peak
   result['mfu'] = round(model_flops * img_per_s / (peak * 1e12), 4) if peak else None
@@ -296,6 +309,10 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
     print(f'  model {r["model_flops_per_image"] / 1e9:.1f} GFLOP/image'
           + (f' (XLA counts {xla / 1e9:.1f})' if xla else '')
           + (f'; MFU {100 * r["mfu"]:.1f}% of {r["peak_tflops"]:.0f} TFLOP/s' if r['mfu'] else ''))
+    if 'diagnostics_cost' in r:
+      print(f'  without diagnostics: {r["no_diagnostics_img_per_s"]:.1f} img/s (runs '
+            f'{", ".join(f"{x:.1f}" for x in r["no_diagnostics_runs_img_per_s"])}); the '
+            f'diagnostics cost {100 * r["diagnostics_cost"]:+.1f}% of the step time')
     if 'ratio' in r:
       print(f'  timm{" (torch.compile)" if r["timm_compiled"] else ""}: {r["timm_img_per_s"]:.1f} '
             f'img/s (runs {", ".join(f"{x:.1f}" for x in r["timm_runs_img_per_s"])}); '
