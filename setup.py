@@ -21,6 +21,7 @@ setup(
     install_requires=[
         'absl-py',
         'flax>=0.10',
+        'matplotlib',  # python -m inception_jax.plot
         'jax>=0.4.35',
         'ml_collections',
         'numpy',

@@ -1,0 +1,147 @@
+"""Draws the paper's kind of figure (Figs. 21-26) from training workdirs' metrics.jsonl.
+
+    python -m inception_jax.plot WORKDIR [WORKDIR ...] --output=curves.png [--labels=A,B]
+        [--metrics=eval_top1,dead_fraction] [--size=1600x1000]
+
+One panel per metric, every run overlaid: eval top-1 and top-5 error (%, the averaged parameters)
+against epoch, the training loss and the learning rate, and the dying-network diagnostics
+(`inception_jax/models/diagnostics.py`) of the runs that recorded them. Epochs come from each row's
+`epoch` (the job records it); rows of older runs without it are drawn against steps. PNG by
+default, SVG or PDF by the file's extension. Works on a run still in progress and on one with a
+single eval point (drawn as a marker). Workdirs may be local or on GCS (gs://).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Optional, Sequence
+
+from inception_jax import errors, runtime
+from inception_jax.errors import MissingError
+from inception_jax.models import diagnostics
+
+_error = lambda v: 100 * (1 - v)
+_same = lambda v: v
+_ratio = 'RMS(scale x branch) / RMS(input)'
+# metric key -> (panel title, y label, how a logged value becomes the plotted one)
+PANELS = {
+    'eval_top1': ('Top-1 error (eval)', 'error (%)', _error),
+    'eval_top5': ('Top-5 error (eval)', 'error (%)', _error),
+    'loss': ('Training loss', 'loss', _same),
+    'learning_rate': ('Learning rate', 'learning rate', _same),
+    'dead_fraction': ('Zeros entering the average pool', 'fraction of activations', _same),
+    'dead_channels': ('Channels zero for a whole batch', 'fraction of channels', _same),
+    **{f'residual_ratio_{grid}': (f'Residual ratio, {grid} blocks', _ratio, _same)
+       for grid in diagnostics.GRIDS},
+}
+BASIC = ('eval_top1', 'eval_top5', 'loss', 'learning_rate')  # drawn by default, then diagnostics
+FORMATS = ('png', 'svg', 'pdf')
+DPI = 100
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The rows of `workdir`'s metrics.jsonl; an error naming the workdir when it has none."""
+  gfile = runtime.tensorflow().io.gfile
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not gfile.exists(path):
+    raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
+                       '`python -m inception_jax.main`).')
+  with gfile.GFile(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  if not rows:
+    raise MissingError(f'{path} is empty: the run has not logged yet.')
+  return rows
+
+
+def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], str]:
+  """(x, y, x's unit) of metric `key`: epochs where the rows have them, else steps."""
+  chosen = [r for r in rows if key in r]
+  unit = 'epoch' if chosen and all('epoch' in r for r in chosen) else 'step'
+  convert = PANELS[key][2]
+  return [r[unit] for r in chosen], [convert(r[key]) for r in chosen], unit
+
+
+def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
+           metrics: Optional[Sequence[str]] = None, size: Optional[tuple[int, int]] = None):
+  """A matplotlib Figure with one panel per metric and one line per run. `metrics` default: the
+  BASIC panels, then every diagnostic that some run recorded. `size`: (width, height) in pixels
+  at DPI; default 640x400 per panel."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+
+  labels = list(labels or [os.path.basename(os.path.normpath(w)) for w in workdirs])
+  if len(labels) != len(workdirs):
+    raise errors.ConfigError(f'--labels has {len(labels)} names for {len(workdirs)} workdirs.')
+  unknown = [m for m in metrics or () if m not in PANELS]
+  if unknown:
+    raise errors.ConfigError(f'--metrics: unknown {", ".join(unknown)}; choose from '
+                             f'{", ".join(PANELS)}.')
+  runs = [read_metrics(w) for w in workdirs]
+  if metrics is None:
+    metrics = [*BASIC, *(k for k in PANELS if k not in BASIC
+                         and any(k in row for rows in runs for row in rows))]
+  columns = min(2 if len(metrics) <= 4 else 3, len(metrics))
+  rows_count = -(-len(metrics) // columns)
+  width, height = size or (640 * columns, 400 * rows_count)
+  fig, axes = plt.subplots(rows_count, columns, figsize=(width / DPI, height / DPI), dpi=DPI,
+                           squeeze=False)
+  for ax, key in zip(axes.flat, metrics):
+    title, ylabel, _ = PANELS[key]
+    units = set()
+    for label, rows in zip(labels, runs):
+      x, y, unit = series(rows, key)
+      if x:
+        units.add(unit)
+        ax.plot(x, y, marker='o' if len(x) == 1 else None, label=label)
+    ax.set_title(title)
+    ax.set_xlabel(' or '.join(sorted(units)) or 'epoch')
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if key == 'learning_rate':
+      ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 3))
+    if key.startswith('dead_'):
+      ax.set_ylim(-0.02, 1.02)
+    if ax.lines:
+      ax.legend()
+  for ax in list(axes.flat)[len(metrics):]:
+    ax.set_visible(False)
+  fig.tight_layout()
+  return fig
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(prog='python -m inception_jax.plot',
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument('workdirs', nargs='+', metavar='WORKDIR')
+  parser.add_argument('--output', required=True, help='FILE.png (or .svg, .pdf)')
+  parser.add_argument('--labels', help='comma-separated names of the runs (default: the '
+                      'workdirs\' names)')
+  parser.add_argument('--size', help='WIDTHxHEIGHT in pixels (default: 640x400 per panel)')
+  parser.add_argument('--metrics', help=f'comma-separated panels, of {", ".join(PANELS)} '
+                      '(default: the first four, then the diagnostics the runs recorded)')
+  args = parser.parse_args(argv)
+  runtime.start()
+  extension = os.path.splitext(args.output)[1].lstrip('.').lower() or 'png'
+  if extension not in FORMATS:
+    parser.error(f'--output {args.output}: the formats are {", ".join(FORMATS)} (by extension).')
+  size = None
+  if args.size:
+    try:
+      size = tuple(int(n) for n in args.size.lower().split('x'))
+    except ValueError:
+      size = ()
+    if len(size) != 2 or min(size) < 100:
+      parser.error(f'--size {args.size}: give WIDTHxHEIGHT in pixels, each at least 100, '
+                   'e.g. --size=1600x1000.')
+  with errors.reported():
+    fig = figure(args.workdirs, args.labels.split(',') if args.labels else None,
+                 args.metrics.split(',') if args.metrics else None, size)
+  fig.savefig(args.output, format=extension, dpi=DPI)
+  print(f'Wrote {args.output}')
+
+
+if __name__ == '__main__':
+  main()
