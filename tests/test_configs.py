@@ -4,12 +4,15 @@ import importlib
 import pkgutil
 
 from flax.traverse_util import flatten_dict
+import jax
+import jax.numpy as jnp
 import pytest
 
 import configs
 from configs import default, demo, imagenet
 from inception_jax.data import known_datasets
 from inception_jax.models import create, list_models
+from inception_jax.optim import scaled_learning_rate as optim_learning_rate
 from inception_jax.steps import options_from_config
 
 # Every config file that runs (not default.py, the recipe they start from), found on disk so that
@@ -68,6 +71,7 @@ def test_cifar10_config_takes_the_model_as_argument(arg, model):
     ('imagenet', 'iv3, iv4, irv1, irv2, irv2_paper', 'iv3'),
     ('cifar10', 'iv3, iv4, irv1, irv2, irv2_paper', 'iv3'),
     ('demo', 'tiny', 'tiny'),
+    ('residual_scaling', '1.0, 0.3, 0.1, learned', '1.0'),
 ])
 def test_an_unknown_argument_names_the_valid_ones(name, valid, example):
   module = importlib.import_module(f'configs.{name}')
@@ -110,3 +114,22 @@ def test_recipes_count_intervals_in_steps():
   from inception_jax import train
   assert train.intervals(default.get_config(), steps_per_epoch=5004) == {
       'log': 100, 'eval': 5000, 'checkpoint': 2000}
+
+
+@pytest.mark.parametrize('arg,scale,learned', [('1.0', 1.0, None), ('0.1', 0.1, None),
+                                               ('0.25', 0.25, None), ('learned', 1.0, True)])
+def test_residual_scaling_study_meets_the_papers_condition(arg, scale, learned):
+  from configs import residual_scaling
+  config = residual_scaling.get_config(arg)
+  assert (config.model.residual_scale, config.model.learn_residual_scale) == (scale, learned)
+  model = create(config.model.name, **options_from_config(config, num_classes=10))
+  assert model.scales == (scale,) * 3
+  # More than 1000 filters in the residual stages (the paper's condition), at full width.
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False))['params']
+  widths = {name: shapes[stage][block]['Conv2d_1x1']['kernel'].shape[-1]
+            for name, stage in (('17x17', 'Repeat_1'), ('8x8', 'Repeat_2'))
+            for block in shapes[stage]}
+  assert widths == {'17x17': 1152, '8x8': 2144}
+  assert config.rmsprop_epsilon == 1.0 and config.lr_decay_rate == 0.94
+  assert optim_learning_rate(config) == 0.045
