@@ -17,7 +17,8 @@ KEYS = {'model', 'batch', 'image_size', 'dtype', 'compile_s', 'img_per_s'}
 
 @pytest.mark.parametrize('script,step', [('train_step.py', 'train'), ('inference.py', 'inference')])
 def test_benchmark_prints_json(script, step, tmp_path):
-  result = subprocess.run([sys.executable, f'benchmarks/{script}', *TINY, '--peak_tflops=1'],
+  result = subprocess.run([sys.executable, f'benchmarks/{script}', *TINY, '--peak_tflops=1',
+                           '--compare_diagnostics'],
                           cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -28,6 +29,14 @@ def test_benchmark_prints_json(script, step, tmp_path):
   assert record['compile_s'] > 0 and record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 2
   assert record['model_flops_per_image'] > 0 and 0 < record['mfu']
   assert 'ratio' not in record  # no --compare_timm
+  if step == 'train':  # the job's step records the diagnostics; timed beside the step without
+    assert record['diagnostics'] == ['dead_fraction', 'dead_channels', 'residual_ratio_35x35',
+                                     'residual_ratio_17x17', 'residual_ratio_8x8']
+    assert len(record['no_diagnostics_runs_img_per_s']) == 2
+    assert record['diagnostics_cost'] == pytest.approx(
+        record['no_diagnostics_img_per_s'] / record['img_per_s'] - 1, abs=0.02)
+  else:
+    assert record['diagnostics'] == [] and 'diagnostics_cost' not in record
 
   table = subprocess.run([sys.executable, 'benchmarks/table.py'], input=result.stdout, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.splitlines()

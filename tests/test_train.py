@@ -14,6 +14,7 @@ import pytest
 
 from configs import demo
 from inception_jax import optim, train
+from inception_jax.models import diagnostics
 
 from train_utils import (
   ROOT,
@@ -241,3 +242,29 @@ def test_resumed_and_rerun_workdirs_log_each_step_once(tmp_path):
   read = list(event_file_loader.EventFileLoader(os.path.join(workdir, events)).Load())
   restarts = [e.step for e in read if e.HasField('session_log')]
   assert restarts == [7, 5] and read[-1].step == 6 and read[-1].summary.value[0].tag == 'eval_loss'
+
+
+def test_inception_resnet_logs_the_dying_network_diagnostics(straight):
+  rows = [e for e in metrics(straight) if 'loss' in e]
+  for row in rows:
+    assert 0.0 < row['dead_fraction'] < 1.0 and 0.0 <= row['dead_channels'] < 1.0
+    assert all(row[name] > 0 for name in diagnostics.RESIDUAL)
+  assert set(diagnostics.PRE_POOL + diagnostics.RESIDUAL) <= set(tensorboard_scalars(straight))
+
+
+def test_inception_v4_logs_no_diagnostics_by_default(tmp_path):
+  config = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2,
+                       **{'model.name': 'inception_v4'})
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = [e for e in metrics(str(tmp_path)) if 'loss' in e]
+  assert len(rows) == 2
+  assert not any(k in row for row in rows for k in diagnostics.PRE_POOL + diagnostics.RESIDUAL)
+
+
+def test_a_run_resumes_with_the_diagnostics_switched_off_and_on(straight, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(straight, workdir)
+  train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 2, diagnostics=False), workdir)
+  train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 4), workdir)
+  rows = {e['step']: e for e in metrics(workdir) if 'loss' in e}
+  assert 'dead_fraction' not in rows[STEPS + 2] and 0 < rows[STEPS + 4]['dead_fraction'] < 1
