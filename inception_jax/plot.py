@@ -14,6 +14,7 @@ single eval point (drawn as a marker). Workdirs may be local or on GCS (gs://).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 from typing import Any, Optional, Sequence
@@ -87,7 +88,7 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   rows_count = -(-len(metrics) // columns)
   width, height = size or (640 * columns, 400 * rows_count)
   fig, axes = plt.subplots(rows_count, columns, figsize=(width / DPI, height / DPI), dpi=DPI,
-                           squeeze=False)
+                           squeeze=False, layout='constrained')
   for ax, key in zip(axes.flat, metrics):
     title, ylabel, _ = PANELS[key]
     units = set()
@@ -104,11 +105,15 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
       ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 3))
     if key.startswith('dead_'):
       ax.set_ylim(-0.02, 1.02)
-    if ax.lines:
-      ax.legend()
   for ax in list(axes.flat)[len(metrics):]:
     ax.set_visible(False)
-  fig.tight_layout()
+  # One legend for the figure (every panel draws the runs in the same colours), below the panels.
+  handles = {}
+  for ax in axes.flat:
+    for line in ax.lines:
+      handles.setdefault(line.get_label(), line)
+  fig.legend(handles.values(), handles.keys(), loc='outside lower center',
+             ncol=min(len(handles), 4))
   return fig
 
 
@@ -139,8 +144,24 @@ def main(argv=None) -> None:
   with errors.reported():
     fig = figure(args.workdirs, args.labels.split(',') if args.labels else None,
                  args.metrics.split(',') if args.metrics else None, size)
-  fig.savefig(args.output, format=extension, dpi=DPI)
+  with errors.reported():
+    save(fig, args.output, extension)
   print(f'Wrote {args.output}')
+
+
+def save(fig, path: str, extension: str) -> None:
+  """Writes `fig` to `path` (local or gs://), creating its directory."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=extension, dpi=DPI)
+  gfile = runtime.tensorflow().io.gfile
+  try:
+    if os.path.dirname(path):
+      gfile.makedirs(os.path.dirname(path))
+    with gfile.GFile(path, 'wb') as f:
+      f.write(buffer.getvalue())
+  except Exception as e:  # pylint: disable=broad-except  (tf.errors and OSError alike)
+    raise errors.UserError(f'cannot write {path}: {getattr(e, "message", e)}; pass another '
+                           '--output.') from e
 
 
 if __name__ == '__main__':

@@ -62,7 +62,7 @@ def test_diagnostics_panels_appear_for_the_runs_that_recorded_them(two_runs, tmp
 def test_command_writes_png_or_svg_and_names_a_workdir_without_metrics(two_runs, tmp_path):
   command = [sys.executable, '-m', 'inception_jax.plot', *two_runs]
   for name in ('curves.png', 'curves.svg'):
-    output = tmp_path / name
+    output = tmp_path / 'figures' / name  # the directory is created
     result = subprocess.run([*command, f'--output={output}', '--size=900x500'], cwd=ROOT,
                             env=environment(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
