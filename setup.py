@@ -21,7 +21,7 @@ setup(
     install_requires=[
         'absl-py',
         'flax>=0.10',
-        'matplotlib',  # python -m inception_jax.plot
+        'matplotlib>=3.7',  # python -m inception_jax.plot (constrained layout, outside legends)
         'jax>=0.4.35',
         'ml_collections',
         'numpy',

@@ -31,6 +31,9 @@ def get_config(arg: str | None = '1.0'):
       scale = float(arg)
     except (TypeError, ValueError):
       default.argument('configs/residual_scaling.py', arg, SCALES)
+    if not 0.0 <= scale < float('inf'):
+      raise ValueError(f'configs/residual_scaling.py:{arg}: the scale must be a finite number '
+                       '>= 0, e.g. --config=configs/residual_scaling.py:0.3.')
   config = default.get_config()
   config.model.name = 'inception_resnet_v2_paper'
   config.model.repeats = (1, 1, 1)
@@ -48,7 +51,9 @@ def get_config(arg: str | None = '1.0'):
   config.eval_batch_size = 128
   config.reference_batch_size = 64  # the paper's 0.045 at this batch
   config.num_epochs = 8.0
-  config.log_every_steps = 5
-  config.eval_every_steps = 23  # about one epoch (1,500 training images)
-  config.checkpoint_every_steps = 46
+  # In epochs, so that another dataset keeps the rhythm (digits: 23 steps per epoch).
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = None
+  config.log_every_epochs = 0.2
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_epochs = 2.0
   return config

@@ -112,8 +112,9 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   for ax in axes.flat:
     for line in ax.lines:
       handles.setdefault(line.get_label(), line)
-  fig.legend(handles.values(), handles.keys(), loc='outside lower center',
-             ncol=min(len(handles), 4))
+  if handles:  # none before a run's first log line
+    fig.legend(handles.values(), handles.keys(), loc='outside lower center',
+               ncol=min(len(handles), 4))
   return fig
 
 

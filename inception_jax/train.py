@@ -172,8 +172,8 @@ class Trainer:
     restored = self.checkpointer.restore_latest(abstract)
     if restored is not None:
       step, state, data_state = restored
-      state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=self.replicated)(
-          state, self.diagnostics)
+      state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=self.replicated,
+                      donate_argnums=0)(state, self.diagnostics)
       expected = self.source.position(step)
       if data_state != expected:
         logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '

@@ -12,10 +12,16 @@ TINY = ['--config.model.depth_multiplier=0.125', '--config.num_train_steps=2',
 
 
 def test_residual_scaling_study_trains_each_scale_and_seed_then_draws_them(tmp_path):
-  env = dict(environment(), SCALES='0.1 learned', SEEDS='3')
-  result = subprocess.run(['launch/residual_scaling.sh', str(tmp_path), *TINY], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
+  # From another directory, with a relative output directory; one scale fails (not a number):
+  # the others still train and are drawn, and the script ends in failure naming it.
+  env = dict(environment(), SCALES='0.1 nan learned', SEEDS='3')
+  result = subprocess.run([os.path.join(ROOT, 'launch/residual_scaling.sh'), 'study', *TINY],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert 'the scale must be a finite number' in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      'Failed: scale nan seed 3 (see their output above; rerun to resume).')
+  tmp_path = tmp_path / 'study'
   assert sorted(os.listdir(tmp_path)) == ['residual_scaling.png', 'scale_0.1_seed_3',
                                           'scale_learned_seed_3']
   for name, learned in (('scale_0.1_seed_3', False), ('scale_learned_seed_3', True)):

@@ -268,3 +268,7 @@ def test_a_run_resumes_with_the_diagnostics_switched_off_and_on(straight, tmp_pa
   train.train_and_evaluate(tiny_config(num_train_steps=STEPS + 4), workdir)
   rows = {e['step']: e for e in metrics(workdir) if 'loss' in e}
   assert 'dead_fraction' not in rows[STEPS + 2] and 0 < rows[STEPS + 4]['dead_fraction'] < 1
+  # Both resumed from the checkpoints (none set aside as unreadable; the first steps untouched).
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_corrupt'))
+  assert [rows[s] for s in sorted(rows) if s <= STEPS] == [
+      e for e in metrics(straight) if 'loss' in e]

@@ -27,6 +27,9 @@ COLLECTION = 'diagnostics'
 PRE_POOL = ('dead_fraction', 'dead_channels')
 GRIDS = ('35x35', '17x17', '8x8')
 RESIDUAL = tuple(f'residual_ratio_{grid}' for grid in GRIDS)
+# The smallest input RMS a residual ratio divides by: a block whose input is all zero (behind a dead
+# block) records a large finite ratio, not inf, so that sums over many steps stay finite.
+INPUT_FLOOR = 1e-6
 
 
 def wanted(module: nn.Module) -> bool:
@@ -56,8 +59,7 @@ def record_residual(module: nn.Module, grid: str, x: jax.Array, branch: jax.Arra
   scaled residual branch is `branch`."""
   if not wanted(module):
     return
-  module.sow(COLLECTION, f'residual_ratio_{grid}',
-             rms(branch) / jnp.maximum(rms(x), jnp.finfo(jnp.float32).tiny))
+  module.sow(COLLECTION, f'residual_ratio_{grid}', rms(branch) / jnp.maximum(rms(x), INPUT_FLOOR))
 
 
 def summarize(collection: Any) -> dict[str, jax.Array]:
