@@ -99,6 +99,16 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+def in_epochs(config: ml_collections.ConfigDict, log: float, evaluate: float,
+              checkpoint: float) -> None:
+  """Counts `config`'s log, eval and checkpoint intervals in epochs of its dataset: the
+  `*_every_steps` fields become unset placeholders (still settable on the command line, where they
+  win) and `*_every_epochs` take these values."""
+  for event, epochs in (('log', log), ('eval', evaluate), ('checkpoint', checkpoint)):
+    config[f'{event}_every_steps'] = config_dict.placeholder(int)
+    config[f'{event}_every_epochs'] = epochs
+
+
 def for_model(name: str) -> ml_collections.ConfigDict:
   """The ImageNet recipe for model `name`."""
   config = get_config()

@@ -22,7 +22,6 @@ BatchNorm's moving averages adapt faster (momentum 0.99) to the new images' stat
 point, not a tuned result.
 """
 
-from ml_collections import config_dict
 
 from configs import default
 
@@ -40,10 +39,5 @@ def get_config(arg: str = 'irv2'):
   config.reference_batch_size = 32
   config.warmup_epochs = 1.0
   config.lr_decay_rate = 1.0  # fixed after the warm-up
-  config.log_every_steps = config_dict.placeholder(int)  # unset: the *_every_epochs below apply
-  config.eval_every_steps = config_dict.placeholder(int)
-  config.checkpoint_every_steps = config_dict.placeholder(int)
-  config.log_every_epochs = 0.1
-  config.eval_every_epochs = 1.0
-  config.checkpoint_every_epochs = 1.0
+  default.in_epochs(config, log=0.1, evaluate=1.0, checkpoint=1.0)
   return config

@@ -52,8 +52,5 @@ def get_config(arg: str | None = '1.0'):
   config.reference_batch_size = 64  # the paper's 0.045 at this batch
   config.num_epochs = 8.0
   # In epochs, so that another dataset keeps the rhythm (digits: 23 steps per epoch).
-  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = None
-  config.log_every_epochs = 0.2
-  config.eval_every_epochs = 1.0
-  config.checkpoint_every_epochs = 2.0
+  default.in_epochs(config, log=0.2, evaluate=1.0, checkpoint=2.0)
   return config

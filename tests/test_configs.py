@@ -133,3 +133,22 @@ def test_residual_scaling_study_meets_the_papers_condition(arg, scale, learned):
   assert widths == {'17x17': 1152, '8x8': 2144}
   assert config.rmsprop_epsilon == 1.0 and config.lr_decay_rate == 0.94
   assert optim_learning_rate(config) == 0.045
+
+
+@pytest.mark.parametrize('name,arg', RUNNABLE + [('residual_scaling', 'learned')])
+def test_every_interval_takes_a_command_line_value(name, arg, tmp_path):
+  # Through absl's config flag, as `python -m inception_jax.main` reads it: a field set to a bare
+  # None would have lost its type and refuse the override.
+  from absl import flags
+  from ml_collections import config_flags
+  path = f'configs/{name}.py' + (f':{arg}' if arg else '')
+  events = ('log', 'eval', 'checkpoint')
+  argv = ['prog', f'--config={path}',
+          *(f'--config.{event}_every_steps={i + 2}' for i, event in enumerate(events)),
+          *(f'--config.{event}_every_epochs=0.5' for event in events)]
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=holder, sys_argv=argv)
+  holder(argv)
+  config = holder.config
+  assert [config[f'{event}_every_steps'] for event in events] == [2, 3, 4]
+  assert [config[f'{event}_every_epochs'] for event in events] == [0.5] * 3
