@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import time
+from typing import Optional
 
 from absl import logging
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -22,6 +23,15 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from inception_jax import runtime
 
 gfile = runtime.tensorflow().io.gfile
+FILE = 'metrics.jsonl'  # in the workdir
+
+
+def read_rows(path: str) -> Optional[list[dict]]:
+  """The rows of the metrics.jsonl at `path` (local or gs://), None when there is no such file."""
+  if not gfile.exists(path):
+    return None
+  with gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class EventFile:
@@ -82,17 +92,14 @@ def _drop_partial_record(path: str) -> None:
 class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, FILE)
     self._events = None
     if enabled:
       gfile.makedirs(workdir)
       self._events = EventFile(workdir)
 
   def _rows(self) -> list[dict]:
-    if not gfile.exists(self.path):
-      return []
-    with gfile.GFile(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+    return read_rows(self.path) or []
 
   def truncate_after(self, step: int) -> None:
     """Drops entries past `step`: a resumed run rewrites them, so the log matches an unbroken

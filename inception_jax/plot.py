@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -44,13 +43,12 @@ DPI = 100
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The rows of `workdir`'s metrics.jsonl; an error naming the workdir when it has none."""
-  gfile = runtime.tensorflow().io.gfile
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not gfile.exists(path):
+  from inception_jax import metrics  # TensorFlow's gfile, loaded when first needed
+  path = os.path.join(workdir, metrics.FILE)
+  rows = metrics.read_rows(path)
+  if rows is None:
     raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
                        '`python -m inception_jax.main`).')
-  with gfile.GFile(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
   if not rows:
     raise MissingError(f'{path} is empty: the run has not logged yet.')
   return rows

@@ -1,5 +1,6 @@
 """The figure command: the paper's kind of curves from training workdirs."""
 
+import json
 import os
 import shutil
 import struct
@@ -20,7 +21,7 @@ def two_runs(straight, tmp_path):
   shutil.copytree(straight, other)
   rows = [r for r in metrics(straight) if r['step'] <= 8]
   with open(other / 'metrics.jsonl', 'w') as f:
-    f.writelines(plot.json.dumps(r) + '\n' for r in rows)
+    f.writelines(json.dumps(r) + '\n' for r in rows)
   return [straight, str(other)]
 
 
@@ -44,7 +45,7 @@ def test_diagnostics_panels_appear_for_the_runs_that_recorded_them(two_runs, tmp
   bare = tmp_path / 'bare'
   os.makedirs(bare)
   with open(bare / 'metrics.jsonl', 'w') as f:
-    f.writelines(plot.json.dumps({k: v for k, v in r.items() if k not in plot.PANELS
+    f.writelines(json.dumps({k: v for k, v in r.items() if k not in plot.PANELS
                                   or k in plot.BASIC}) + '\n' for r in metrics(two_runs[0]))
   fig = plot.figure([two_runs[0], str(bare)], labels=['resnet', 'bare'])
   panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}

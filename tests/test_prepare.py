@@ -53,6 +53,14 @@ def prepare_here(capsys, *args):
   return status, out, err
 
 
+def prepare_cifar10(capsys, manual_dir, data_dir):
+  """Prepares CIFAR-10 from the archive in `manual_dir` (must succeed); returns stdout."""
+  status, stdout, stderr = prepare_here(capsys, 'cifar10', f'--data_dir={data_dir}',
+                                        f'--manual_dir={manual_dir}')
+  assert status == 0, stderr
+  return stdout
+
+
 def add(archive, name, data):
   info = tarfile.TarInfo(name)
   info.size = len(data)
@@ -175,9 +183,7 @@ def test_imagenet_from_the_ilsvrc_archives_to_training(tmp_path):
 def test_cifar10_offline_from_the_archive_in_manual_dir(cifar10_manual_dir, tmp_path, capsys):
   manual_dir, expected = cifar10_manual_dir
   data_dir = tmp_path / 'data'
-  status, stdout, stderr = prepare_here(capsys, 'cifar10', f'--data_dir={data_dir}',
-                                        f'--manual_dir={manual_dir}')
-  assert status == 0, stderr
+  stdout = prepare_cifar10(capsys, manual_dir, data_dir)
   assert stdout.strip().endswith(f'--config.dataset.data_dir={data_dir}')
   source = open_source('cifar10', data_dir)
   assert (source.train_size, source.eval_size, source.num_classes) == (20, 6, 10)
@@ -194,9 +200,7 @@ def test_cifar10_offline_from_the_archive_in_manual_dir(cifar10_manual_dir, tmp_
 def test_rerun_on_prepared_data_is_a_no_op(cifar10_manual_dir, tmp_path, capsys):
   manual_dir, _ = cifar10_manual_dir
   data_dir = tmp_path / 'data'
-  status, _, stderr = prepare_here(capsys, 'cifar10', f'--data_dir={data_dir}',
-                                   f'--manual_dir={manual_dir}')
-  assert status == 0, stderr
+  prepare_cifar10(capsys, manual_dir, data_dir)
   before = [(p, p.stat().st_mtime_ns) for p in sorted(data_dir.rglob('*'))]
   status, stdout, stderr = prepare_here(capsys, 'cifar10', f'--data_dir={data_dir}')
   assert status == 0, stderr
