@@ -53,14 +53,15 @@ class Dataset:
   manual_files: tuple[str, ...]  # what --manual_dir holds
   manual_required: bool
   config: str  # a config that trains on it
+  sizes: tuple[int, int]  # examples in the (train, eval) splits
   url: str | None = None  # what TFDS downloads when --manual_dir is not given
 
 
 DATASETS = {
     'imagenet2012': Dataset(('train', 'validation'), (IMAGENET_TRAIN, IMAGENET_VAL), True,
-                            'configs/imagenet.py:irv2'),
+                            'configs/imagenet.py:irv2', (1_281_167, 50_000)),
     'cifar10': Dataset(('train', 'test'), (CIFAR10_FILE,), False, 'configs/cifar10.py:irv2',
-                       CIFAR10_URL),
+                       (50_000, 10_000), CIFAR10_URL),
 }
 
 

@@ -38,6 +38,9 @@ class Source(abc.ABC):
   # Names of the classes by label, 'imagenet' / 'imagenet+background' (see inception_jax.imagenet),
   # or None when unknown; recorded with checkpoints for `inception_jax.predict`.
   classes: Any = dataclasses.field(init=False, default=None)
+  # Whether training batches carry a `mask` (sources that can fail to read an example); eval
+  # batches always do.
+  train_mask: bool = dataclasses.field(init=False, default=False)
 
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:
@@ -46,6 +49,16 @@ class Source(abc.ABC):
   @abc.abstractmethod
   def eval_batches(self) -> Iterator[Batch]:
     """This process's slice of the eval split, every example once; padding has `mask` 0."""
+
+  def batch_spec(self, train: bool) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The (shape, dtype) of each array of a global training or eval batch, as the job receives
+    it (all processes' slices together): what compiling the job ahead of time needs."""
+    batch = self.global_batch_size if train else self.eval_batch_size
+    spec = {'image': ((batch, *self.image_shape), np.dtype(np.uint8)),
+            'label': ((batch,), np.dtype(np.int32))}
+    if self.train_mask or not train:
+      spec['mask'] = ((batch,), np.dtype(np.float32))
+    return spec
 
   @property
   def steps_per_epoch(self) -> int:

@@ -42,6 +42,7 @@ class EncodedSource(Source):
 
   def __post_init__(self):
     self.image_shape = (self.image_size, self.image_size, 3)
+    self.train_mask = True
     self.check_batch_size()
 
   def _read(self, reader: Reader):

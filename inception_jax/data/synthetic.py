@@ -11,9 +11,10 @@ from typing import Iterator
 
 import numpy as np
 
+from inception_jax import prepare
 from inception_jax.data.base import Batch, Source, check_no_eval_split, register
 
-IMAGENET_TRAIN_SIZE = 1_281_167
+IMAGENET_TRAIN_SIZE = prepare.DATASETS['imagenet2012'].sizes[0]
 IMAGENET_CLASSES = 1000
 
 

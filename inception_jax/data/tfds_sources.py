@@ -85,13 +85,21 @@ def _data_source(name: str, split: str, data_dir: str | None):
     raise _unreadable(name, data_dir, e) from e
 
 
-def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count):
+def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, process_count,
+           read: bool = True):
+  """The dataset's source; with `read=False` a stand-in with its shapes and published sizes that
+  opens no file (for `inception_jax.aot`, which compiles the job where the data is not)."""
   name = dataset_config.name
   train_split, eval_split = prepare.DATASETS[name].splits
   eval_split = dataset_config.get('eval_split') or eval_split
   data_dir = dataset_config.data_dir or None  # '' from the command line: TFDS's default
-  train = _data_source(name, train_split, data_dir)
-  evaluation = _data_source(name, eval_split, data_dir)
+  if read:
+    train = _data_source(name, train_split, data_dir)
+    evaluation = _data_source(name, eval_split, data_dir)
+    sizes = len(train), len(evaluation)
+    readers = _reader(train), _reader(evaluation)
+  else:
+    sizes, readers = prepare.DATASETS[name].sizes, (_not_read, _not_read)
   offset = 1 if dataset_config.background_class else 0
   classes = CLASSES[name]
   if classes == 'imagenet':
@@ -100,8 +108,8 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   else:
     num_classes, recorded = len(classes) + offset, ['background'] * offset + classes
   source = EncodedSource(
-      name=name, read_train=_reader(train), read_eval=_reader(evaluation), train_size=len(train),
-      eval_size=len(evaluation), num_classes=num_classes,
+      name=name, read_train=readers[0], read_eval=readers[1], train_size=sizes[0],
+      eval_size=sizes[1], num_classes=num_classes,
       image_size=dataset_config.image_size, global_batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=seed, process_index=process_index,
       process_count=process_count,
@@ -109,6 +117,10 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
       min_crop_area=dataset_config.min_crop_area, label_offset=offset)
   source.classes = recorded
   return source
+
+
+def _not_read(indices: np.ndarray):
+  raise RuntimeError('This source was made with read=False: it has shapes, not examples.')
 
 
 for _name in prepare.DATASETS:
