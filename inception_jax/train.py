@@ -14,7 +14,7 @@ import functools
 import math
 import signal
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from absl import logging
 import jax
@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from inception_jax import checkpoint as ckpt, optim, restore
-from inception_jax.data import create_source
+from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
 from inception_jax.models import create, model_class
@@ -56,18 +56,21 @@ REQUIRED_HINTS = {'init_from': 'DIR: a directory written by `python -m inception
                                'or a training workdir'}
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Fails before any compute, naming the field to fix."""
+def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+             ) -> None:
+  """Fails before any compute, naming the field to fix. `devices`: those the job runs on (default:
+  all of them)."""
   for field in config.get('required', ()):
     if config[field] is None:
       raise ConfigError(f'This config needs --config.{field}='
                         f'{REQUIRED_HINTS.get(field, "VALUE")}.')
-  devices = jax.device_count()
+  devices = jax.devices() if devices is None else devices
+  processes = len({d.process_index for d in devices})
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
-    if value <= 0 or value % devices:
-      raise ConfigError(f'config.{field}={value} must be a positive multiple of the {devices} '
-                        f'devices ({jax.process_count()} process(es)) it is split over.')
+    if value <= 0 or value % len(devices):
+      raise ConfigError(f'config.{field}={value} must be a positive multiple of the '
+                        f'{len(devices)} devices ({processes} process(es)) it is split over.')
   model_class(config.model.name)
   for event in EVENTS:
     steps, epochs = config[f'{event}_every_steps'], config.get(f'{event}_every_epochs')
@@ -92,29 +95,28 @@ def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[s
   return every
 
 
-class Trainer:
-  """What one run needs, built once from the config: data, network, optimizer, jitted steps,
-  checkpoints and metric output. Use as a context manager: leaving it waits for the last save."""
+class Job:
+  """The training job as XLA compiles it, built from a config and a data source's shapes: the
+  network, the optimizer, and the jitted train and eval steps with their mesh, shardings and
+  donation, on `devices` (default: all of them). `Trainer` runs it; `inception_jax.aot` compiles it
+  for a TPU slice that is not there (compile-only devices)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    validate(config)
-    self.config, self.workdir = config, workdir
-    self.source = create_source(config.dataset, batch_size=config.batch_size,
-                                eval_batch_size=config.eval_batch_size, seed=config.seed,
-                                process_index=jax.process_index(),
-                                process_count=jax.process_count())
-    self.model = create(config.model.name, **options_from_config(config, self.source.num_classes))
-    self.model.check_input((1, *self.source.image_shape))
+  def __init__(self, config: ml_collections.ConfigDict, source: Source,
+               devices: Sequence[jax.Device] | None = None):
+    devices = jax.devices() if devices is None else list(devices)
+    self.config, self.source = config, source
+    self.model = create(config.model.name, **options_from_config(config, source.num_classes))
+    self.model.check_input((1, *source.image_shape))
     self.diagnostics = diagnostics_for(self.model, config)
-    self.source.fit_eval_batch(jax.device_count())
-    self.steps_per_epoch = self.source.steps_per_epoch
+    source.fit_eval_batch(len(devices))
+    self.steps_per_epoch = source.steps_per_epoch
     self.every = intervals(config, self.steps_per_epoch)
     self.num_steps = total_steps(config, self.steps_per_epoch)
     self.schedule = optim.learning_rate_schedule(config, self.steps_per_epoch)
     self.tx = optim.make_optimizer(config, self.schedule)
 
-    mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
     self.replicated = NamedSharding(mesh, P())
     self.data_sharding = NamedSharding(mesh, P('data'))
     self.train_step = jax.jit(
@@ -127,6 +129,35 @@ class Trainer:
     self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
                              in_shardings=(self.replicated, self.replicated, self.data_sharding),
                              out_shardings=self.replicated)
+
+  def initial_state(self) -> TrainState:
+    def init(seed):
+      return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx,
+                                self.diagnostics)
+    return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
+
+  def abstract_state(self) -> TrainState:
+    """The shapes, dtypes and shardings of the train state (nothing is computed)."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
+        jax.eval_shape(self.initial_state))
+
+  def abstract_batch(self, train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes, dtypes and sharding of a global training or eval batch."""
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.data_sharding)
+            for k, (shape, dtype) in self.source.batch_spec(train).items()}
+
+
+class Trainer(Job):
+  """What one run needs, built once from the config: data, network, optimizer, jitted steps,
+  checkpoints and metric output. Use as a context manager: leaving it waits for the last save."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    validate(config)
+    self.workdir = workdir
+    super().__init__(config, create_source(
+        config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
     self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
     self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     self._timer = (time.perf_counter(), 0)
@@ -137,12 +168,6 @@ class Trainer:
   def __exit__(self, *exc) -> None:
     self.checkpointer.close()
     self.writer.close()
-
-  def initial_state(self) -> TrainState:
-    def init(seed):
-      return create_train_state(init_variables(self.model, self.source.image_shape, seed), self.tx,
-                                self.diagnostics)
-    return jax.jit(init, static_argnums=0, out_shardings=self.replicated)(self.config.seed)
 
   def pretrained_state(self, path: str) -> TrainState:
     restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
@@ -166,10 +191,7 @@ class Trainer:
       multihost_utils.sync_global_devices('model_info_read')
     if jax.process_index() == 0:
       record.write(self.workdir)
-    abstract = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
-        checkpointed(jax.eval_shape(self.initial_state)))
-    restored = self.checkpointer.restore_latest(abstract)
+    restored = self.checkpointer.restore_latest(checkpointed(self.abstract_state()))
     if restored is not None:
       step, state, data_state = restored
       state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=self.replicated,
