@@ -40,5 +40,8 @@ setup(
     ],
     extras_require={
         'test': ['pytest', 'pytest-xdist', 'ruff'],
+        # libtpu, matched to the installed jax by jax's own extra: runs the job on Cloud TPU VMs,
+        # and lets `python -m inception_jax.aot` compile for TPU slices on any machine.
+        'tpu': ['jax[tpu]'],
     },
 )

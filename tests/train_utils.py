@@ -1,5 +1,6 @@
 """Helpers for training tests: a tiny config of the demo, in-process and command-line runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from configs import demo
 from inception_jax import checkpoint as ckpt, runtime
@@ -14,6 +16,10 @@ from inception_jax import checkpoint as ckpt, runtime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Steps of the `straight` run (conftest.py), the reference for the resume tests.
 STEPS = 12
+
+# Tests that compile for TPU slices (inception_jax.aot) need libtpu; CI installs it.
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
+                                  reason='libtpu is not installed: pip install -e ".[tpu]"')
 
 # The demo's network, narrower and shallower: compiles in seconds, same code paths.
 TINY_CONFIG = 'configs/demo.py:tiny'

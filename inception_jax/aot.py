@@ -1,0 +1,536 @@
+"""Compiles the training job ahead of time for a Cloud TPU slice that is not there (or this
+machine's CPUs) and reports whether it fits in a chip's memory and how fast it should run.
+
+    python -m inception_jax.aot --config=configs/irv2.py --topology=v5p-128 \
+        [--config.batch_size=4096] [--find_max_batch] [--json]
+    python -m inception_jax.aot --config=configs/demo.py --topology=cpu:8
+
+The job's own train and eval steps (`train.Job`: the same functions, mesh, shardings, donation and
+config that `python -m inception_jax.main` builds on that slice) are lowered from abstract shapes
+and compiled for the slice's devices: compile-only TPU devices from libtpu
+(`pip install -e ".[tpu]"`), no parameter is materialised and no data is read (ImageNet and
+CIFAR-10 have their published sizes). The report, per chip:
+
+- memory: arguments, outputs, temporaries and code of the train step, their total less what the
+  donated state shares with the outputs, and the peak during an evaluation (the train state, an
+  eval batch and the eval step's own buffers), against the chip's HBM: "fits" or "does not fit by
+  X GiB". XLA:TPU refuses to compile a program larger than HBM; its message is reported.
+- an estimate, not a measurement: a roofline from the compiled step's FLOPs and bytes accessed
+  (XLA's cost analysis) against the chip's peak bf16 FLOP/s and HBM bandwidth, the images/s per
+  chip and per slice it implies and how long the config's epochs would take. It leaves out the
+  gradient all-reduce over the interconnect and the input pipeline, and reaches no real chip's
+  speed: use it to compare slices and batches, and measure. XLA's own cost-model time
+  (`optimal_seconds`) is shown only where it is plausible (positive, not below the FLOP bound).
+
+`--find_max_batch` searches the largest per-chip batch whose train step fits (doubling, then
+bisecting to `--batch_step` images per chip). Exit status: 0 fits, 1 does not fit or does not
+compile, 2 a setting to fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from inception_jax import errors, runtime
+from inception_jax.errors import ConfigError, UserError
+
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """A TPU generation's published figures, per chip."""
+  hbm_gib: float
+  peak_bf16_tflops: float
+  hbm_gbytes_per_s: float
+  cloud_name: str  # the accelerator-type prefix Cloud TPU uses, e.g. v5litepod
+
+
+CHIPS = {
+    'v4': Chip(32, 275, 1200, 'v4'),
+    'v5e': Chip(16, 197, 819, 'v5litepod'),
+    'v5p': Chip(95, 459, 2765, 'v5p'),
+    'v6e': Chip(32, 918, 1640, 'v6e'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """A Cloud TPU slice as JAX's `get_topology_desc` names it."""
+  chip: str  # a key of CHIPS
+  topology: str  # JAX's topology name, chips per dimension: 'v5e:4x4', 'v5:2x4x4'
+  chips_per_host: tuple[int, int, int]
+  megacore: bool  # v4 and v5p: one JAX device per chip (two TensorCores)
+
+  @property
+  def chips(self) -> int:
+    return math.prod(int(n) for n in self.topology.split(':')[1].split('x'))
+
+
+def _slices() -> dict[str, Slice]:
+  """Cloud TPU accelerator types -> JAX topologies. v4-N and v5p-N count TensorCores (two per
+  chip); v5e-N (v5litepod-N) and v6e-N count chips. Multi-host slices have 4 chips per host; v5e
+  and v6e slices of up to 8 chips are one host."""
+  table = {}
+  for shape in ('2x2x1', '2x2x2', '2x2x4', '2x4x4', '4x4x4', '4x4x8', '4x4x12', '4x8x8', '8x8x8',
+                '8x8x12', '8x8x16', '8x16x16'):
+    chips = math.prod(int(n) for n in shape.split('x'))
+    table[f'v4-{2 * chips}'] = Slice('v4', f'v4:{shape}', (2, 2, 1), True)
+    table[f'v5p-{2 * chips}'] = Slice('v5p', f'v5:{shape}', (2, 2, 1), True)
+  for shape in ('1x1', '2x2', '2x4', '4x4', '4x8', '8x8', '8x16', '16x16'):
+    rows, cols = (int(n) for n in shape.split('x'))
+    per_host = (rows, cols, 1) if rows * cols <= 8 else (2, 2, 1)
+    for chip in ('v5e', 'v6e'):
+      table[f'{chip}-{rows * cols}'] = Slice(chip, f'{chip}:{shape}', per_host, False)
+  return table
+
+
+SLICES = _slices()
+CPU_PREFIX = 'cpu:'
+
+
+def known_topologies() -> list[str]:
+  def order(name):
+    chip, count = name.split('-')
+    return chip, int(count)
+  return sorted(SLICES, key=order) + [f'{CPU_PREFIX}N']
+
+
+def libtpu_missing() -> Optional[str]:
+  """How to install libtpu when it is missing (None when it is installed)."""
+  if importlib.util.find_spec('libtpu') is not None:
+    return None
+  import jax
+  return (f'Compiling for TPUs needs libtpu, which is not installed. Install it with '
+          f'pip install -e ".[tpu]" (or pip install "jax[tpu]=={jax.__version__}").')
+
+
+def _libtpu_settings(name: str) -> dict[str, str]:
+  """The environment libtpu needs to compile for slice `name` on a machine without TPUs (none on
+  a TPU VM): the slice's type and hosts, which it otherwise warns at start-up that it cannot find,
+  and leave to load in several processes at once (compiling holds no chip; by default a lock file
+  lets one process load it). libtpu reads them when it loads, once per process."""
+  if glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'):
+    return {}
+  count = name.split('-')[1]
+  return {'TPU_ACCELERATOR_TYPE': f'{CHIPS[SLICES[name].chip].cloud_name}-{count}',
+          'TPU_WORKER_HOSTNAMES': 'localhost', 'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
+
+
+@contextlib.contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+  """`settings` in os.environ (where unset) while inside, and taken out again: a process that goes
+  on to train must not look like a TPU pod (`distributed.initialize` reads TPU_WORKER_HOSTNAMES)."""
+  added = {k: v for k, v in settings.items() if k not in os.environ}
+  os.environ.update(added)
+  try:
+    yield
+  finally:
+    for key in added:
+      os.environ.pop(key, None)
+
+
+@dataclasses.dataclass
+class Target:
+  """Where the job is compiled for: the devices and what one of them holds and does."""
+  name: str
+  devices: list
+  description: str  # e.g. 'JAX topology v5e:4x4: 16 chips (TPU v5 lite), 4 hosts'
+  memory_bytes: float  # per device: HBM (TPU), or the host's memory shared by the CPU devices
+  shared_memory: bool  # CPU devices share the host's memory
+  peak_flops: Optional[float]  # per device, bf16; None: unknown (CPUs)
+  memory_bandwidth: Optional[float]  # bytes/s per device
+  compile_only: bool
+
+
+def prepare_environment(topology: str) -> None:
+  """What must be set before JAX starts: for cpu:N, N host devices and the CPU backend alone (an
+  installed libtpu is not started); for a TPU slice, libtpu's quiet start-up."""
+  if topology in SLICES:  # this process only compiles: they can stay
+    for key, value in _libtpu_settings(topology).items():
+      os.environ.setdefault(key, value)
+  if not topology.startswith(CPU_PREFIX):
+    return
+  count = _cpu_count(topology)
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  current = os.environ.get('XLA_FLAGS', '')
+  flag = '--xla_force_host_platform_device_count'
+  found = re.search(rf'{flag}=(\d+)', current)
+  if found is None:
+    os.environ['XLA_FLAGS'] = f'{current} {flag}={count}'.strip()
+  elif int(found[1]) < count:
+    os.environ['XLA_FLAGS'] = current.replace(found[0], f'{flag}={count}')
+
+
+def _cpu_count(topology: str) -> int:
+  count = topology[len(CPU_PREFIX):]
+  if not count.isdigit() or int(count) < 1:
+    raise ConfigError(f'--topology={topology}: expected {CPU_PREFIX}N with N a positive number of '
+                      'CPU devices, e.g. cpu:8.')
+  return int(count)
+
+
+def target(topology: str) -> Target:
+  """The devices of `topology`: a Cloud TPU accelerator type (e.g. v5e-16, v5p-128) or cpu:N."""
+  import jax
+  if topology.startswith(CPU_PREFIX):
+    count = _cpu_count(topology)
+    devices = jax.devices('cpu')
+    if len(devices) < count:
+      raise ConfigError(
+          f'--topology={topology}: this process has {len(devices)} CPU device(s). Set XLA_FLAGS='
+          f'--xla_force_host_platform_device_count={count} before JAX starts (the command does '
+          'this itself; in Python, before the first JAX call).')
+    ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return Target(topology, devices[:count], f'{count} CPU device(s) of this machine', ram, True,
+                  None, None, False)
+  if topology not in SLICES:
+    raise ConfigError(f'Unknown --topology={topology}. Known: {", ".join(known_topologies())}.')
+  missing = libtpu_missing()
+  if missing:
+    raise UserError(missing)
+  spec, chip = SLICES[topology], CHIPS[SLICES[topology].chip]
+  from jax.experimental import topologies
+  with _environment(_libtpu_settings(topology)):
+    description = topologies.get_topology_desc(
+        topology_name=spec.topology, platform='tpu',
+        chip_config_name='megacore' if spec.megacore else 'default',
+        chips_per_host_bounds=spec.chips_per_host)
+  devices = list(description.devices)
+  hosts = len({d.process_index for d in devices})
+  return Target(topology, devices,
+                f'JAX topology {spec.topology}: {len(devices)} chips ({devices[0].device_kind}), '
+                f'{hosts} host(s)', chip.hbm_gib * GIB, False, chip.peak_bf16_tflops * 1e12,
+                chip.hbm_gbytes_per_s * 1e9, True)
+
+
+def _source(config, devices):
+  """The config's data source, or for ImageNet and CIFAR-10 a stand-in with their shapes and
+  published sizes (no file opened: the data need not be on this machine)."""
+  from inception_jax import data, prepare
+  from inception_jax.data import tfds_sources
+  hosts = len({d.process_index for d in devices})
+  options = dict(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                 seed=config.seed, process_index=0, process_count=hosts)
+  if config.dataset.name in prepare.DATASETS:
+    return tfds_sources.create(config.dataset, read=False, **options)
+  return data.create_source(config.dataset, **options)
+
+
+def _memory(compiled) -> dict[str, int]:
+  m = compiled.memory_analysis()
+  fields = {'argument_bytes': m.argument_size_in_bytes, 'output_bytes': m.output_size_in_bytes,
+            'alias_bytes': m.alias_size_in_bytes, 'temp_bytes': m.temp_size_in_bytes,
+            'code_bytes': m.generated_code_size_in_bytes}
+  return {k: int(v) for k, v in fields.items()}
+
+
+def _costs(compiled) -> dict[str, Optional[float]]:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  analysis = analysis or {}
+  get = lambda key: float(analysis[key]) if key in analysis else None
+  return {'flops': get('flops'), 'bytes_accessed': get('bytes accessed'),
+          'optimal_seconds': get('optimal_seconds')}
+
+
+def _nbytes(tree) -> int:
+  import jax
+  return sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree_util.tree_leaves(tree))
+
+
+# XLA:TPU's refusal of a program larger than HBM, e.g. "RESOURCE_EXHAUSTED: Ran out of memory
+# on HBM, the total memory required for HLO temporaries (18.43G) exceeds available HBM (15.75G)."
+OUT_OF_MEMORY = re.compile(r'RESOURCE_EXHAUSTED|[Oo]ut of memory|exceeds available HBM')
+_REQUIRED = re.compile(r'\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)')
+
+
+def _xla_bytes(value: str, unit: str) -> float:
+  return float(value) * 1024 ** 'KMGT'.index(unit) * 1024
+
+
+def compile_job(config, topology: str | Target, *, eval_step: bool = True,
+                compiled_train: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+  """Compiles `config`'s training job for `topology` and returns the report (see the module's
+  docstring); the record that --json prints. Raises ConfigError for a config that cannot run
+  there (e.g. a batch that does not split over the chips). `eval_step=False` compiles the train
+  step alone; `compiled_train`, a report of `eval_step=False` for this same config and topology,
+  is completed with the eval step instead of compiling the train step again."""
+  import jax
+
+  from inception_jax import train
+  where = target(topology) if isinstance(topology, str) else topology
+  chips = len(where.devices)
+  train.validate(config, where.devices)
+  job = train.Job(config, _source(config, where.devices), where.devices)
+  report = {
+      'topology': where.name, 'description': where.description, 'chips': chips,
+      'device_kind': where.devices[0].device_kind, 'model': config.model.name,
+      'dtype': config.model.dtype, 'layout': 'scan' if config.model.scan_blocks else 'unrolled',
+      'remat': bool(config.model.remat), 'image_size': job.source.image_shape[0],
+      'batch_size': config.batch_size, 'per_chip_batch': config.batch_size // chips,
+      'eval_batch_size': job.source.eval_batch_size, 'memory_per_chip_bytes': where.memory_bytes,
+      'memory_kind': 'host memory (all CPU devices together)' if where.shared_memory else 'HBM',
+      'jax': jax.__version__,
+  }
+  state = job.abstract_state()
+  train_batch, eval_batch = job.abstract_batch(True), job.abstract_batch(False)
+  if compiled_train is not None:
+    report['train'] = dict(compiled_train['train'])
+  else:
+    start = time.perf_counter()
+    try:
+      compiled = job.train_step.lower(state, train_batch).compile()
+    except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
+      return _failed(report, e, time.perf_counter() - start, where)
+    report['train'] = dict(_memory(compiled), **_costs(compiled),
+                           compile_s=round(time.perf_counter() - start, 1))
+    m = report['train']
+    m['total_bytes'] = (m['argument_bytes'] + m['output_bytes'] - m['alias_bytes']
+                        + m['temp_bytes'] + m['code_bytes'])
+  report['train_batch_bytes'] = _nbytes(train_batch) // chips  # per chip
+  train_memory = report['train']
+  peak = train_memory['total_bytes']
+  if eval_step:
+    start = time.perf_counter()
+    try:
+      compiled_eval = job.eval_step.lower(state.ema_params, state.batch_stats,
+                                          eval_batch).compile()
+    except Exception as e:  # pylint: disable=broad-except
+      return _failed(report, e, time.perf_counter() - start, where)
+    m = _memory(compiled_eval)
+    # While evaluating, the chip holds the train state (the eval step's parameters are part of
+    # it), both programs' code, an eval batch and the eval step's outputs and temporaries.
+    state_bytes = _nbytes(state)  # replicated: every chip holds all of it
+    batch_bytes = _nbytes(eval_batch) // chips
+    report['eval'] = dict(m, **_costs(compiled_eval),
+                          compile_s=round(time.perf_counter() - start, 1),
+                          total_bytes=state_bytes + batch_bytes + m['output_bytes']
+                          + m['temp_bytes'] + m['code_bytes'] + train_memory['code_bytes'])
+    peak = max(peak, report['eval']['total_bytes'])
+  report['peak_bytes'] = peak
+  used = peak * (chips if where.shared_memory else 1)
+  report['fits'] = used <= where.memory_bytes
+  report['spare_bytes'] = where.memory_bytes - used
+  report['estimate'] = estimate(report, where, config, job)
+  return report
+
+
+def _failed(report: dict[str, Any], error: Exception, seconds: float, where: Target
+            ) -> dict[str, Any]:
+  message = str(error).strip()
+  report.update(fits=False, error=message.splitlines()[0] if message else type(error).__name__,
+                compile_s=round(seconds, 1))
+  report['out_of_memory'] = bool(OUT_OF_MEMORY.search(message))
+  needed = _REQUIRED.search(message)
+  if needed:
+    report['required_bytes'] = _xla_bytes(*needed.group(1, 2))
+    report['available_bytes'] = _xla_bytes(*needed.group(3, 4))
+    report['spare_bytes'] = report['available_bytes'] - report['required_bytes']
+  return report
+
+
+def estimate(report: dict[str, Any], where: Target, config, job) -> Optional[dict[str, Any]]:
+  """The roofline estimate of a training step (None without the chip's figures or costs)."""
+  costs = report['train']
+  if where.peak_flops is None or not costs['flops']:
+    return None
+  compute_s = costs['flops'] / where.peak_flops
+  memory_s = (costs['bytes_accessed'] or 0.0) / where.memory_bandwidth
+  step_s = max(compute_s, memory_s)
+  per_chip = report['per_chip_batch'] / step_s
+  slice_rate = per_chip * report['chips']
+  steps = (config.num_train_steps if config.num_train_steps is not None
+           else config.num_epochs * job.source.train_size / config.batch_size)
+  model = costs.get('optimal_seconds')
+  plausible = model is not None and math.isfinite(model) and model >= compute_s
+  return {
+      'compute_bound_s': compute_s, 'memory_bound_s': memory_s, 'step_s': step_s,
+      'bound': 'compute' if compute_s >= memory_s else 'memory',
+      'flops_per_image': costs['flops'] / report['per_chip_batch'],
+      'img_per_s_per_chip': per_chip, 'img_per_s': slice_rate,
+      'train_hours': steps * step_s / 3600, 'train_steps': steps,
+      'epochs': steps * config.batch_size / job.source.train_size,
+      'cost_model_step_s': model if plausible else None,
+      'cost_model_note': (None if plausible else
+                          'no figure' if model is None else f'{model:.3g} s: implausible, unused'),
+  }
+
+
+def find_max_batch(config, topology: str | Target, batch_step: int = 8,
+                   progress: Callable[[str], None] = lambda line: None,
+                   limit: int = 1 << 16) -> dict[str, Any]:
+  """The report at the largest per-chip batch whose train step fits, to `batch_step` images per
+  chip: a search from the config's batch that compiles a few candidates. Each next candidate is
+  where the memory, taken as fixed (state, code) plus a part in proportion to the batch, would
+  just fill the chip, kept strictly between the largest batch known to fit and the smallest known
+  not to (bisecting where the prediction falls outside); XLA decides each candidate by compiling
+  it. `progress` gets a line per compile. Raises UserError when not even 1 image per chip fits,
+  or `limit` does."""
+  where = target(topology) if isinstance(topology, str) else topology
+  chips = len(where.devices)
+  tried: dict[int, dict[str, Any]] = {}
+  capacity = where.memory_bytes / (chips if where.shared_memory else 1)
+
+  def fits(per_chip: int) -> bool:
+    trial = config.copy_and_resolve_references()
+    trial.batch_size = per_chip * chips
+    report = compile_job(trial, where, eval_step=False)
+    if 'error' in report and not report.get('out_of_memory'):
+      raise UserError(f'The train step does not compile at {per_chip} per chip: {report["error"]}')
+    tried[per_chip] = report
+    progress(f'{per_chip:>6} per chip: ' + (
+        f'fits ({report["peak_bytes"] / GIB:.2f} GiB, compiled in '
+        f'{report["train"]["compile_s"]:.0f} s)' if report['fits'] else
+        f'does not fit ({report["compile_s"]:.0f} s)' if 'error' in report else
+        f'does not fit ({report["peak_bytes"] / GIB:.2f} GiB)'))
+    return report['fits']
+
+  def predicted(low: int) -> int:
+    """Where the memory measured at `low` (fits), extrapolated, fills the chip."""
+    train = tried[low]['train']
+    batch_bytes = tried[low]['train_batch_bytes']
+    fixed = train['total_bytes'] - train['temp_bytes'] - batch_bytes
+    per_image = (train['total_bytes'] - fixed) / low
+    return int((capacity - fixed) / per_image) if per_image > 0 else 2 * low
+
+  low, high = 0, None  # the largest per-chip batch known to fit, the smallest known not to
+  per_chip, expected, trust = max(config.batch_size // chips, 1), None, True
+  while per_chip is not None:
+    outcome = fits(per_chip)
+    if outcome:
+      low = per_chip
+    else:
+      high = per_chip
+    if expected is not None and outcome != expected:
+      trust = False  # the memory is not linear enough here: bisect from now on
+    if low == 0:
+      if high == 1:
+        raise UserError('The train step does not fit even at 1 image per chip.')
+      per_chip, expected = high // 2, None
+      continue
+    if high is None and low >= limit:
+      raise UserError(f'The train step still fits at {low} images per chip; stopped there.')
+    ceiling = high if high is not None else min(4 * low, limit + batch_step)
+    candidates = range((low // batch_step + 1) * batch_step, ceiling, batch_step)
+    guess = predicted(low) // batch_step * batch_step
+    if not candidates:
+      per_chip, expected = (None, None) if high is not None else (ceiling, None)
+    elif not trust and high is not None:
+      per_chip, expected = candidates[len(candidates) // 2], None
+    elif guess < candidates[0]:
+      per_chip, expected = candidates[0], False
+    else:
+      per_chip = min(guess, candidates[-1])
+      expected = True if high is not None or guess <= candidates[-1] else None
+  best = config.copy_and_resolve_references()
+  best.batch_size = low * chips
+  report = compile_job(best, where, compiled_train=tried[low])
+  report['searched'] = {str(k): v['fits'] for k, v in sorted(tried.items())}
+  report['batch_step'] = batch_step
+  return report
+
+
+def describe(report: dict[str, Any]) -> str:
+  """The report as text."""
+  lines = [f'{report["model"]} ({report["dtype"]}, {report["layout"]}'
+           f'{", remat" if report["remat"] else ""}) on {report["topology"]} '
+           f'({report["description"]}): global batch {report["batch_size"]} = '
+           f'{report["per_chip_batch"]} per chip, eval batch {report["eval_batch_size"]}, '
+           f'{report["image_size"]}x{report["image_size"]} images']
+  capacity = report['memory_per_chip_bytes'] / GIB
+  if 'error' in report:
+    lines.append(f'does not compile ({report["compile_s"]:.0f} s): {report["error"]}')
+    if 'required_bytes' in report:
+      lines.append(f'does not fit by {-report["spare_bytes"] / GIB:.2f} GiB: XLA needs '
+                   f'{report["required_bytes"] / GIB:.2f} GiB of temporaries where '
+                   f'{report["available_bytes"] / GIB:.2f} GiB of HBM are free')
+    return '\n'.join(lines)
+  train_memory, evaluation = report['train'], report.get('eval')
+  lines.append(f'compiled in {train_memory["compile_s"]:.0f} s (train step)' + (
+      f', {evaluation["compile_s"]:.0f} s (eval step)' if evaluation else ''))
+  gib = lambda key, part=train_memory: f'{part[key] / GIB:.3f}'
+  batch = report['train_batch_bytes']
+  lines.append(
+      f'memory per chip, GiB: arguments {gib("argument_bytes")} (state '
+      f'{(train_memory["argument_bytes"] - batch) / GIB:.3f}, batch {batch / GIB:.3f}), outputs '
+      f'{gib("output_bytes")} ({gib("alias_bytes")} of them in the donated state\'s buffers), '
+      f'temporaries {gib("temp_bytes")}, code {gib("code_bytes")}: {gib("total_bytes")} in all')
+  if evaluation:
+    lines.append(f'while evaluating: {gib("total_bytes", evaluation)} (the train state, an eval '
+                 f'batch, the eval step\'s temporaries {gib("temp_bytes", evaluation)} and both '
+                 'steps\' code)')
+  verdict = (f'fits ({report["spare_bytes"] / GIB:.2f} GiB to spare)' if report['fits'] else
+             f'does not fit by {-report["spare_bytes"] / GIB:.2f} GiB')
+  lines.append(f'peak {report["peak_bytes"] / GIB:.2f} GiB per chip of {capacity:.1f} GiB '
+               f'{report["memory_kind"]}: {verdict}')
+  guess = report.get('estimate')
+  if guess is None:
+    lines.append('estimate: none (no peak FLOP/s and bandwidth figures for this device)')
+  else:
+    lines += [
+        'ESTIMATE (XLA cost analysis + roofline; not a measurement, no interconnect or input '
+        'pipeline):',
+        f'  {report["train"]["flops"]:.3g} FLOPs ({guess["flops_per_image"] / 1e9:.1f} GFLOP per '
+        f'image) and {report["train"]["bytes_accessed"] or 0:.3g} bytes accessed per chip per '
+        'step',
+        f'  compute-bound {_ms(guess["compute_bound_s"])}, memory-bound '
+        f'{_ms(guess["memory_bound_s"])}: {_ms(guess["step_s"])} per step ({guess["bound"]}-bound)',
+        f'  {guess["img_per_s_per_chip"]:,.0f} img/s per chip, {guess["img_per_s"]:,.0f} img/s '
+        f'for the slice; {guess["epochs"]:.4g} epochs ({guess["train_steps"]:,.0f} steps) in '
+        f'{guess["train_hours"]:.3g} h',
+        '  XLA\'s cost model: ' + (f'{_ms(guess["cost_model_step_s"])} per step'
+                                   if guess['cost_model_step_s'] is not None
+                                   else guess['cost_model_note'])]
+  if 'searched' in report:
+    lines.append(f'largest per-chip batch that fits (step {report["batch_step"]}): '
+                 f'{report["per_chip_batch"]}; tried ' + ', '.join(
+                     f'{k} {"fits" if v else "no"}' for k, v in report['searched'].items()))
+  return '\n'.join(lines)
+
+
+def _ms(seconds: float) -> str:
+  return f'{seconds * 1e3:.3g} ms'
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type (v4-8, v5e-16, v5p-128, '
+                    'v6e-64, ...) or cpu:N (this machine\'s CPU, as N devices).')
+flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.')
+flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.')
+flags.DEFINE_bool('json', False, 'Print the report as one JSON record.')
+config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'topology'])
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.start()
+  with errors.reported():
+    prepare_environment(FLAGS.topology)  # before JAX starts
+    if FLAGS.find_max_batch:
+      say = lambda line: print(line, file=sys.stderr, flush=True)
+      report = find_max_batch(FLAGS.config, FLAGS.topology, FLAGS.batch_step, progress=say)
+    else:
+      report = compile_job(FLAGS.config, FLAGS.topology)
+  print(json.dumps(report) if FLAGS.json else describe(report), flush=True)
+  sys.exit(0 if report['fits'] else 1)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=errors.parse_flags)
