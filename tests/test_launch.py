@@ -1,10 +1,14 @@
-"""The launch scripts that run on one machine: the residual-scaling study."""
+"""The launch scripts: the residual-scaling study (run here), and the Cloud TPU flow (its gcloud
+commands, printed by --dry_run or run against a stand-in gcloud)."""
 
 import json
 import os
+import shlex
 import subprocess
 
-from train_utils import ROOT, environment
+import pytest
+
+from train_utils import ROOT, environment, needs_libtpu
 
 TINY = ['--config.model.depth_multiplier=0.125', '--config.num_train_steps=2',
         '--config.log_every_steps=1', '--config.eval_every_steps=2',
@@ -38,3 +42,160 @@ def test_residual_scaling_study_without_an_output_directory_prints_its_usage():
   result = subprocess.run(['launch/residual_scaling.sh'], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
   assert result.returncode == 2 and 'launch/residual_scaling.sh OUTDIR' in result.stdout
+
+
+# launch/tpu_pod.sh: the Cloud TPU flow, checked through --dry_run and against a stand-in gcloud.
+TPU_POD = os.path.join(ROOT, 'launch/tpu_pod.sh')
+JOB = ['configs/irv2.py', 'gs://bucket/irv2', '--config.dataset.data_dir=gs://bucket/tfds',
+       '--config.model.dtype=bfloat16']
+
+
+def tpu_pod(*args, env=None, cwd=ROOT, timeout=120):
+  return subprocess.run([TPU_POD, *args], cwd=cwd, env=dict(os.environ, POLL_SECONDS='0',
+                                                            **(env or {})),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def gcloud_lines(stdout):
+  return [shlex.split(line)[1:] for line in stdout.splitlines() if line.startswith('gcloud ')]
+
+
+def flag(args, name):
+  values = [a.split('=', 1)[1] for a in args if a.startswith(f'--{name}=')]
+  assert len(values) == 1, (name, args)
+  return values[0]
+
+
+@pytest.mark.parametrize('accelerator,cloud_type,runtime', [
+    ('v5e-16', 'v5litepod-16', 'v2-alpha-tpuv5-lite'), ('v5p-128', 'v5p-128', 'v2-alpha-tpuv5'),
+    ('v6e-64', 'v6e-64', 'v2-alpha-tpuv6e'), ('v4-32', 'v4-32', 'tpu-ubuntu2204-base')])
+def test_tpu_pod_dry_run_prints_the_whole_flow(accelerator, cloud_type, runtime):
+  done = tpu_pod('--dry_run', '--spot', 'run1', 'us-east5-a', accelerator, *JOB,
+                 env={'PROJECT': 'my-project'})
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  # First the compile check, for this slice, with the job's overrides.
+  assert shlex.split(lines[0]) == ['python', '-m', 'inception_jax.aot', '--config=configs/irv2.py',
+                                   f'--topology={accelerator}', *JOB[2:]]
+  calls = gcloud_lines(done.stdout)
+  assert all(c[:2] == ['compute', 'tpus'] and flag(c, 'zone') == 'us-east5-a' and
+             flag(c, 'project') == 'my-project' for c in calls)
+  kinds = [' '.join(c[2:4]) for c in calls]
+  create = calls[kinds.index('queued-resources create')]
+  assert create[4] == 'run1' and flag(create, 'node-id') == 'run1' and '--spot' in create
+  assert flag(create, 'accelerator-type') == cloud_type
+  assert flag(create, 'runtime-version') == runtime
+  # It waits for the slice, then copies the code to every worker and installs the [tpu] extra.
+  assert kinds.index('queued-resources describe') < kinds.index('queued-resources create') < \
+      len(kinds) - 1 - kinds[::-1].index('queued-resources describe') < kinds.index('tpu-vm scp')
+  scp = calls[kinds.index('tpu-vm scp')]
+  assert flag(scp, 'worker') == 'all' and scp[5] == 'run1:inception_jax.tgz'
+  ssh = [c for c in calls if c[2:4] == ['tpu-vm', 'ssh']]
+  assert [flag(c, 'worker') for c in ssh] == ['all', 'all', '0', '0']
+  assert "pip install -q -e '.[tpu]'" in flag(ssh[0], 'command')
+  # The job on every worker, detached, with the config, the gs:// workdir and the overrides.
+  start = shlex.split(flag(ssh[1], 'command'))
+  job = shlex.split(start[start.index('-c') + 1].split(';')[0])
+  assert job == ['python', '-m', 'inception_jax.main', '--config=configs/irv2.py',
+                 '--workdir=gs://bucket/irv2', *JOB[2:]]
+  assert 'nohup' in start
+  assert 'tail' in flag(ssh[2], 'command')  # worker 0's log, streamed
+  assert 'queued-resources delete' not in kinds
+
+
+def test_tpu_pod_refuses_a_local_workdir_and_unknown_slices():
+  done = tpu_pod('--dry_run', 'run1', 'zone', 'v5e-16', 'configs/irv2.py', '/tmp/irv2')
+  assert done.returncode == 2 and 'the workdir must be on GCS' in done.stderr
+  done = tpu_pod('--dry_run', 'run1', 'zone', 'v9-16', 'configs/irv2.py', 'gs://b/w')
+  assert done.returncode == 2 and 'unknown accelerator v9-16' in done.stderr
+  done = tpu_pod()
+  assert done.returncode == 2 and 'launch/tpu_pod.sh' in done.stdout
+
+
+FAKE_GCLOUD = r'''#!/usr/bin/env python3
+"""A stand-in for gcloud: one TPU node whose state lives in a JSON file; every call is logged.
+SCENARIO: what worker 0's job does on each run: 'preempt' (the slice is lost while it runs),
+'saved' (SIGTERM: it saved and exited 0), or an exit status."""
+import json, os, sys
+state_file = os.environ['FAKE_STATE']
+state = json.load(open(state_file)) if os.path.exists(state_file) else {'node': None, 'runs': 0}
+args = sys.argv[1:]
+with open(os.environ['FAKE_LOG'], 'a') as log:
+  log.write(json.dumps(args) + '\n')
+kind = ' '.join(args[2:4])
+command = next((a.split('=', 1)[1] for a in args if a.startswith('--command=')), '')
+status = 0
+scenario = os.environ['SCENARIO'].split(',')
+if kind == 'tpu-vm describe':
+  if state['node']: print(state['node'])
+  else: status = 1
+elif kind == 'queued-resources describe':
+  if state['node']: print('ACTIVE')
+  else: status = 1
+elif kind == 'queued-resources create':
+  state['node'] = 'READY'
+elif kind == 'queued-resources delete':
+  state['node'] = None
+elif kind == 'tpu-vm ssh' and state['node'] != 'READY':
+  status = 255
+elif kind == 'tpu-vm ssh' and command.startswith('tail'):
+  what = scenario[min(state['runs'], len(scenario) - 1)]
+  state['runs'] += 1
+  print('step 1/10 loss 6.9')
+  if what == 'preempt': state['node'] = 'PREEMPTED'
+  state['last'] = 'preempted' if what == 'saved' else f'exit status {what}'
+elif kind == 'tpu-vm ssh' and command.startswith('if grep'):
+  print(state['last'])
+json.dump(state, open(state_file, 'w'))
+sys.exit(status)
+'''
+
+
+def fake_gcloud(tmp_path, scenario):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'gcloud').write_text(FAKE_GCLOUD)
+  (bin_dir / 'gcloud').chmod(0o755)
+  env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'FAKE_STATE': str(tmp_path / 'state.json'),
+         'FAKE_LOG': str(tmp_path / 'calls.jsonl'), 'SCENARIO': scenario}
+
+  def calls():
+    with open(tmp_path / 'calls.jsonl') as f:
+      return [' '.join(json.loads(line)[2:4]) for line in f]
+  return env, calls
+
+
+@pytest.mark.parametrize('scenario', ['preempt,0', 'saved,0'])
+def test_tpu_pod_recreates_a_preempted_slice_and_reruns_the_job(tmp_path, scenario):
+  env, calls = fake_gcloud(tmp_path, scenario)
+  done = tpu_pod('--skip_check', '--spot', '--delete', 'run1', 'zone', 'v5e-16', *JOB, env=env)
+  assert done.returncode == 0, done.stderr
+  assert 'the job resumes from its last checkpoint in gs://bucket/irv2' in done.stderr
+  assert 'the job finished' in done.stderr and done.stdout.count('step 1/10') == 2
+  made = calls()
+  assert made.count('queued-resources create') == (2 if scenario.startswith('preempt') else 1)
+  assert made.count('tpu-vm scp') == 2  # the code is copied again and the job started again
+  assert made[-1] == 'queued-resources delete'  # --delete, once the job has finished
+
+
+def test_tpu_pod_stops_on_a_failed_job_and_keeps_the_slice(tmp_path):
+  env, calls = fake_gcloud(tmp_path, '1')
+  done = tpu_pod('--skip_check', 'run1', 'zone', 'v5e-16', *JOB, env=env)
+  assert done.returncode == 1
+  assert 'the job failed with status 1' in done.stderr and 'rerun this command' in done.stderr
+  assert calls().count('queued-resources create') == 1
+  assert 'queued-resources delete' not in calls()
+
+
+@needs_libtpu
+def test_tpu_pod_stops_before_creating_a_slice_the_job_does_not_fit(tmp_path, optimized):
+  env, _ = fake_gcloud(tmp_path, '0')
+  env.update(environment(), PATH=env['PATH'])
+  done = tpu_pod('run1', 'zone', 'v5e-4', 'configs/demo.py:tiny', 'gs://bucket/tiny',
+                 '--config.dataset.name=synthetic', '--config.dataset.image_size=299',
+                 '--config.model.dtype=bfloat16', '--config.batch_size=65536', env=env,
+                 timeout=600)
+  assert done.returncode == 1, done.stderr
+  assert 'does not fit by' in done.stdout
+  assert 'the job does not fit or compile on v5e-4' in done.stderr
+  assert not os.path.exists(tmp_path / 'calls.jsonl')  # no gcloud command ran
