@@ -22,8 +22,8 @@ CIFAR-10 have their published sizes). The report, per chip:
   speed: use it to compare slices and batches, and measure. XLA's own cost-model time
   (`optimal_seconds`) is shown only where it is plausible (positive, not below the FLOP bound).
 
-`--find_max_batch` searches the largest per-chip batch whose train step fits (doubling, then
-bisecting to `--batch_step` images per chip). Exit status: 0 fits, 1 does not fit or does not
+`--find_max_batch` searches the largest per-chip batch whose train step fits, to `--batch_step`
+images per chip (`find_max_batch`). Exit status: 0 fits, 1 does not fit or does not
 compile, 2 a setting to fix.
 """
 
@@ -57,13 +57,14 @@ class Chip:
   peak_bf16_tflops: float
   hbm_gbytes_per_s: float
   cloud_name: str  # the accelerator-type prefix Cloud TPU uses, e.g. v5litepod
+  device_kind: str  # what JAX calls its devices
 
 
 CHIPS = {
-    'v4': Chip(32, 275, 1200, 'v4'),
-    'v5e': Chip(16, 197, 819, 'v5litepod'),
-    'v5p': Chip(95, 459, 2765, 'v5p'),
-    'v6e': Chip(32, 918, 1640, 'v6e'),
+    'v4': Chip(32, 275, 1200, 'v4', 'TPU v4'),
+    'v5e': Chip(16, 197, 819, 'v5litepod', 'TPU v5 lite'),
+    'v5p': Chip(95, 459, 2765, 'v5p', 'TPU v5'),
+    'v6e': Chip(32, 918, 1640, 'v6e', 'TPU v6 lite'),
 }
 
 
@@ -89,6 +90,9 @@ def _slices() -> dict[str, Slice]:
                 '8x8x12', '8x8x16', '8x16x16'):
     chips = math.prod(int(n) for n in shape.split('x'))
     table[f'v4-{2 * chips}'] = Slice('v4', f'v4:{shape}', (2, 2, 1), True)
+    table[f'v5p-{2 * chips}'] = Slice('v5p', f'v5:{shape}', (2, 2, 1), True)
+  for shape in ('16x16x16', '16x16x24'):  # v5p pods are larger
+    chips = math.prod(int(n) for n in shape.split('x'))
     table[f'v5p-{2 * chips}'] = Slice('v5p', f'v5:{shape}', (2, 2, 1), True)
   for shape in ('1x1', '2x2', '2x4', '4x4', '4x8', '8x8', '8x16', '16x16'):
     rows, cols = (int(n) for n in shape.split('x'))
@@ -153,7 +157,6 @@ class Target:
   shared_memory: bool  # CPU devices share the host's memory
   peak_flops: Optional[float]  # per device, bf16; None: unknown (CPUs)
   memory_bandwidth: Optional[float]  # bytes/s per device
-  compile_only: bool
 
 
 def prepare_environment(topology: str) -> None:
@@ -196,7 +199,7 @@ def target(topology: str) -> Target:
           'this itself; in Python, before the first JAX call).')
     ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     return Target(topology, devices[:count], f'{count} CPU device(s) of this machine', ram, True,
-                  None, None, False)
+                  None, None)
   if topology not in SLICES:
     raise ConfigError(f'Unknown --topology={topology}. Known: {", ".join(known_topologies())}.')
   missing = libtpu_missing()
@@ -214,7 +217,7 @@ def target(topology: str) -> Target:
   return Target(topology, devices,
                 f'JAX topology {spec.topology}: {len(devices)} chips ({devices[0].device_kind}), '
                 f'{hosts} host(s)', chip.hbm_gib * GIB, False, chip.peak_bf16_tflops * 1e12,
-                chip.hbm_gbytes_per_s * 1e9, True)
+                chip.hbm_gbytes_per_s * 1e9)
 
 
 def _source(config, devices):
@@ -230,15 +233,25 @@ def _source(config, devices):
   return data.create_source(config.dataset, **options)
 
 
-def _memory(compiled) -> dict[str, int]:
+def memory(compiled) -> Optional[dict[str, int]]:
+  """XLA's memory account of a compiled program, per device (None where the backend gives none):
+  `total_bytes` = arguments + outputs - outputs in donated arguments' buffers + temporaries +
+  code."""
   m = compiled.memory_analysis()
+  if m is None:
+    return None
   fields = {'argument_bytes': m.argument_size_in_bytes, 'output_bytes': m.output_size_in_bytes,
             'alias_bytes': m.alias_size_in_bytes, 'temp_bytes': m.temp_size_in_bytes,
             'code_bytes': m.generated_code_size_in_bytes}
-  return {k: int(v) for k, v in fields.items()}
+  fields = {k: int(v) for k, v in fields.items()}
+  fields['total_bytes'] = (fields['argument_bytes'] + fields['output_bytes']
+                           - fields['alias_bytes'] + fields['temp_bytes'] + fields['code_bytes'])
+  return fields
 
 
-def _costs(compiled) -> dict[str, Optional[float]]:
+def costs(compiled) -> dict[str, Optional[float]]:
+  """XLA's cost analysis of a compiled program, per device: flops, bytes_accessed and the cost
+  model's optimal_seconds (None where absent)."""
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
@@ -297,11 +310,8 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
       compiled = job.train_step.lower(state, train_batch).compile()
     except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
       return _failed(report, e, time.perf_counter() - start, where)
-    report['train'] = dict(_memory(compiled), **_costs(compiled),
+    report['train'] = dict(memory(compiled), **costs(compiled),
                            compile_s=round(time.perf_counter() - start, 1))
-    m = report['train']
-    m['total_bytes'] = (m['argument_bytes'] + m['output_bytes'] - m['alias_bytes']
-                        + m['temp_bytes'] + m['code_bytes'])
   report['train_batch_bytes'] = _nbytes(train_batch) // chips  # per chip
   train_memory = report['train']
   peak = train_memory['total_bytes']
@@ -312,12 +322,12 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
                                           eval_batch).compile()
     except Exception as e:  # pylint: disable=broad-except
       return _failed(report, e, time.perf_counter() - start, where)
-    m = _memory(compiled_eval)
+    m = memory(compiled_eval)
     # While evaluating, the chip holds the train state (the eval step's parameters are part of
     # it), both programs' code, an eval batch and the eval step's outputs and temporaries.
     state_bytes = _nbytes(state)  # replicated: every chip holds all of it
     batch_bytes = _nbytes(eval_batch) // chips
-    report['eval'] = dict(m, **_costs(compiled_eval),
+    report['eval'] = dict(m, **costs(compiled_eval),
                           compile_s=round(time.perf_counter() - start, 1),
                           total_bytes=state_bytes + batch_bytes + m['output_bytes']
                           + m['temp_bytes'] + m['code_bytes'] + train_memory['code_bytes'])
@@ -508,13 +518,18 @@ def _ms(seconds: float) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type (v4-8, v5e-16, v5p-128, '
-                    'v6e-64, ...) or cpu:N (this machine\'s CPU, as N devices).')
-flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.')
-flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.')
-flags.DEFINE_bool('json', False, 'Print the report as one JSON record.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
-flags.mark_flags_as_required(['config', 'topology'])
+
+
+def define_flags() -> None:
+  """The command's flags: defined when it runs, not on import (the module is a library too, and
+  absl refuses a flag defined twice, e.g. --json by another program importing it)."""
+  flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type (v4-8, v5e-16, v5p-128, '
+                      'v6e-64, ...) or cpu:N (this machine\'s CPU, as N devices).')
+  flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.')
+  flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.')
+  flags.DEFINE_bool('json', False, 'Print the report as one JSON record.')
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+  flags.mark_flags_as_required(['config', 'topology'])
 
 
 def main(argv) -> None:
@@ -533,4 +548,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=errors.parse_flags)

@@ -46,11 +46,23 @@ def test_topology_table_names_match_chip_counts():
                'v5p-128', 'v6e-1', 'v6e-64', 'v6e-256'):
     assert name in aot.SLICES
   assert aot.SLICES['v5p-128'].topology == 'v5:4x4x4'
+  assert len({chip.device_kind for chip in aot.CHIPS.values()}) == len(aot.CHIPS)
   assert aot.SLICES['v5e-16'].topology == 'v5e:4x4'
   with pytest.raises(ConfigError, match='Unknown --topology=v5e-3. Known: .*v5p-128'):
     aot.target('v5e-3')
   with pytest.raises(ConfigError, match='cpu:N'):
     aot.target('cpu:two')
+
+
+@needs_libtpu
+def test_every_named_slice_is_a_jax_topology_of_its_chips():
+  for name, spec in aot.SLICES.items():
+    where = aot.target(name)
+    assert len(where.devices) == spec.chips, name
+    assert {d.device_kind for d in where.devices} == {aot.CHIPS[spec.chip].device_kind}, name
+    hosts = len({d.process_index for d in where.devices})
+    assert hosts == spec.chips // math.prod(spec.chips_per_host), name
+    assert where.memory_bytes == aot.CHIPS[spec.chip].hbm_gib * GIB
 
 
 def test_missing_libtpu_names_the_install(monkeypatch):
@@ -205,7 +217,7 @@ def test_tpu_slice_compiles_with_consistent_figures(optimized):
   # A batch big enough for temporaries in HBM (at 8 images per chip XLA:TPU reports none).
   config = tiny_config(**{'model.dtype': 'bfloat16', 'batch_size': 128, 'eval_batch_size': 32})
   report = aot.compile_job(config, 'v5e-4')
-  assert report['chips'] == 4 and report['device_kind'].startswith('TPU v5')
+  assert report['chips'] == 4 and report['device_kind'] == aot.CHIPS['v5e'].device_kind
   assert report['per_chip_batch'] == 32 and report['fits'] and report['memory_kind'] == 'HBM'
   assert report['memory_per_chip_bytes'] == 16 * GIB
   check_memory(report)
