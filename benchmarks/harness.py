@@ -33,14 +33,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from inception_jax import optim, steps  # noqa: E402
+from inception_jax import aot, optim, steps  # noqa: E402
 from inception_jax.models import create  # noqa: E402
 from inception_jax.models.summary import count_macs  # noqa: E402
 
 # Dense bfloat16 peak TFLOP/s by device kind (vendor data sheets; SXM parts).
-PEAK_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'L4': 121.0,
-                    'TPU v4': 275.0, 'TPU v5 lite': 197.0, 'TPU v5e': 197.0, 'TPU v5p': 459.0,
-                    'TPU v6 lite': 918.0}
+# Dense bfloat16 peaks by (part of) the device kind; TPUs' are in inception_jax.aot.CHIPS.
+GPU_PEAK_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'L4': 121.0}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,27 +226,23 @@ def peak_tflops(args) -> Optional[float]:
   if args.dtype != 'bfloat16':
     return None
   kind = jax.devices()[0].device_kind
-  return next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()), None)
+  tpu = next((c.peak_bf16_tflops for c in aot.CHIPS.values() if c.device_kind == kind), None)
+  return tpu or next((v for k, v in GPU_PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()),
+                     None)
 
 
 def xla_flops(compiled) -> Optional[float]:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+  return aot.costs(compiled)['flops']
 
 
 def ours_peak_memory(compiled) -> Optional[int]:
-  """The device allocator's peak where it reports one (GPU, TPU); else XLA's own estimate of the
-  program's arguments, outputs and temporaries."""
+  """The device allocator's peak where it reports one (GPU, TPU); else XLA's own account of the
+  program's memory (`inception_jax.aot.memory`)."""
   stats = jax.devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
     return int(stats['peak_bytes_in_use'])
-  memory = compiled.memory_analysis()
-  if memory is None:
-    return None
-  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes +
-             memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  memory = aot.memory(compiled)
+  return memory and memory['total_bytes']
 
 
 def measure(args, train: bool) -> dict[str, Any]:
