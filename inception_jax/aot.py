@@ -536,13 +536,16 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start()
+  say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():
     prepare_environment(FLAGS.topology)  # before JAX starts
+    where = target(FLAGS.topology)
+    say(f'Compiling {FLAGS.config.model.name} for {where.name} ({where.description}); the full '
+        'networks take minutes per compile on a CPU.')
     if FLAGS.find_max_batch:
-      say = lambda line: print(line, file=sys.stderr, flush=True)
-      report = find_max_batch(FLAGS.config, FLAGS.topology, FLAGS.batch_step, progress=say)
+      report = find_max_batch(FLAGS.config, where, FLAGS.batch_step, progress=say)
     else:
-      report = compile_job(FLAGS.config, FLAGS.topology)
+      report = compile_job(FLAGS.config, where)
   print(json.dumps(report) if FLAGS.json else describe(report), flush=True)
   sys.exit(0 if report['fits'] else 1)
 
