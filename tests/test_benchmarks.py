@@ -83,3 +83,30 @@ def test_evaluation_benchmark_prints_json_per_protocol():
     assert record['crops_per_s'] == pytest.approx(record['img_per_s'] * record['crops'], rel=1e-3)
     assert record['seconds_per_run'] > 0 and record['host_ms_per_image'] > 0
   assert records[0]['crop_ms_per_image'] is None and records[1]['crop_ms_per_image'] > 0
+
+
+def test_table_of_compile_reports():
+  """benchmarks/table.py turns `python -m inception_jax.aot --json` records (what
+  benchmarks/tpu_table.sh collects) into the fit-and-estimate table."""
+  report = subprocess.run([sys.executable, '-m', 'inception_jax.aot',
+                           '--config=configs/demo.py:tiny', '--topology=cpu:1', '--json'],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True,
+                          timeout=600)
+  assert report.returncode == 0, report.stderr
+  record = json.loads(report.stdout)
+  estimated = dict(record, topology='v5e-4', chips=4, estimate={
+      'flops_per_image': 2e9, 'step_s': 0.05, 'bound': 'memory', 'img_per_s_per_chip': 80.0,
+      'img_per_s': 320.0, 'train_hours': 1.25, 'epochs': 160.0})
+  lines = '\n'.join(json.dumps(r) for r in (record, estimated))
+  table = subprocess.run([sys.executable, 'benchmarks/table.py'], input=lines, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+  assert len(table) == 4 and table[0].startswith('| model | slice | batch per chip |')
+  assert table[2].startswith('| inception_resnet_v2 (float32, scan) | cpu:1 (1 chips) | 16 |')
+  assert table[2].endswith('| n/a | n/a (n/a) | n/a | n/a | n/a (n/a) |')  # no CPU estimate
+  assert table[3].endswith('| 2.0 | 50 (memory) | 80 | 320 | 1.2 (160) |')
+
+
+def test_tpu_table_without_an_output_directory_prints_its_usage():
+  result = subprocess.run(['benchmarks/tpu_table.sh'], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 2 and 'benchmarks/tpu_table.sh OUTDIR' in result.stdout
