@@ -19,8 +19,9 @@ CIFAR-10 have their published sizes). The report, per chip:
   (XLA's cost analysis) against the chip's peak bf16 FLOP/s and HBM bandwidth, the images/s per
   chip and per slice it implies and how long the config's epochs would take. It leaves out the
   gradient all-reduce over the interconnect and the input pipeline, and reaches no real chip's
-  speed: use it to compare slices and batches, and measure. XLA's own cost-model time
-  (`optimal_seconds`) is shown only where it is plausible (positive, not below the FLOP bound).
+  speed: use it to compare slices and batches, and measure. With scanned blocks it is too low (XLA
+  counts a loop's body once): it says so. XLA's own cost-model time (`optimal_seconds`) is shown
+  only where it is plausible (positive, not below the FLOP bound).
 
 `--find_max_batch` searches the largest per-chip batch whose train step fits, to `--batch_step`
 images per chip (`find_max_batch`). Exit status: 0 fits, 1 does not fit or does not
@@ -375,6 +376,8 @@ def estimate(report: dict[str, Any], where: Target, config, job) -> Optional[dic
       'img_per_s_per_chip': per_chip, 'img_per_s': slice_rate,
       'train_hours': steps * step_s / 3600, 'train_steps': steps,
       'epochs': steps * config.batch_size / job.source.train_size,
+      # XLA's cost analysis counts the body of a loop once, whatever its trip count.
+      'undercounted': bool(config.model.scan_blocks),
       'cost_model_step_s': model if plausible else None,
       'cost_model_note': (None if plausible else
                           'no figure' if model is None else f'{model:.3g} s: implausible, unused'),
@@ -495,6 +498,9 @@ def describe(report: dict[str, Any]) -> str:
     lines += [
         'ESTIMATE (XLA cost analysis + roofline; not a measurement, no interconnect or input '
         'pipeline):',
+        *(['  TOO LOW: the blocks are scanned, and XLA counts a loop\'s body once; compile with '
+           '--config.model.scan_blocks=False for the estimate']
+          if guess.get('undercounted') else []),
         f'  {report["train"]["flops"]:.3g} FLOPs ({guess["flops_per_image"] / 1e9:.1f} GFLOP per '
         f'image) and {report["train"]["bytes_accessed"] or 0:.3g} bytes accessed per chip per '
         'step',
