@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import importlib.util
 import json
 import math
@@ -53,7 +52,9 @@ GIB = 2 ** 30
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-  """A TPU generation's published figures, per chip."""
+  """A TPU generation's figures, per chip: the HBM that XLA:TPU lets a program use (what it
+  reports as "available HBM" when a program does not fit, libtpu 0.0.42: a little less than the
+  HBM fitted, part of which the runtime keeps), the published peak and bandwidth."""
   hbm_gib: float
   peak_bf16_tflops: float
   hbm_gbytes_per_s: float
@@ -62,10 +63,10 @@ class Chip:
 
 
 CHIPS = {
-    'v4': Chip(32, 275, 1200, 'v4', 'TPU v4'),
-    'v5e': Chip(16, 197, 819, 'v5litepod', 'TPU v5 lite'),
-    'v5p': Chip(95, 459, 2765, 'v5p', 'TPU v5'),
-    'v6e': Chip(32, 918, 1640, 'v6e', 'TPU v6 lite'),
+    'v4': Chip(30.75, 275, 1200, 'v4', 'TPU v4'),  # 32 GiB fitted
+    'v5e': Chip(15.75, 197, 819, 'v5litepod', 'TPU v5 lite'),  # 16 GiB
+    'v5p': Chip(95.74, 459, 2765, 'v5p', 'TPU v5'),  # 96 GiB
+    'v6e': Chip(31.25, 918, 1640, 'v6e', 'TPU v6 lite'),  # 32 GiB
 }
 
 
@@ -128,7 +129,8 @@ def _libtpu_settings(name: str) -> dict[str, str]:
   a TPU VM): the slice's type and hosts, which it otherwise warns at start-up that it cannot find,
   and leave to load in several processes at once (compiling holds no chip; by default a lock file
   lets one process load it). libtpu reads them when it loads, once per process."""
-  if glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'):
+  from inception_jax.distributed import on_tpu_vm
+  if on_tpu_vm():
     return {}
   count = name.split('-')[1]
   return {'TPU_ACCELERATOR_TYPE': f'{CHIPS[SLICES[name].chip].cloud_name}-{count}',
@@ -267,10 +269,14 @@ def _nbytes(tree) -> int:
   return sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree_util.tree_leaves(tree))
 
 
-# XLA:TPU's refusal of a program larger than HBM, e.g. "RESOURCE_EXHAUSTED: Ran out of memory
-# on HBM, the total memory required for HLO temporaries (18.43G) exceeds available HBM (15.75G)."
-OUT_OF_MEMORY = re.compile(r'RESOURCE_EXHAUSTED|[Oo]ut of memory|exceeds available HBM')
-_REQUIRED = re.compile(r'\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)')
+# XLA:TPU's refusals of a program larger than HBM (not of one that overflows on-chip memory such as
+# VMEM, which no batch size fixes), as (required, available): "Ran out of memory on HBM, the total
+# memory required for HLO temporaries (18.43G) exceeds available HBM (15.75G)." and "Ran out of
+# memory in memory space hbm. Used 21.95G of 15.48G hbm."
+OUT_OF_MEMORY = re.compile(r'(out of memory|exceeds available|exceeded).{0,40}\b(hbm|HBM)\b',
+                           re.IGNORECASE)
+_AMOUNTS = (re.compile(r'\(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)'),
+            re.compile(r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm'))
 
 
 def _xla_bytes(value: str, unit: str) -> float:
@@ -298,7 +304,8 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
       'remat': bool(config.model.remat), 'image_size': job.source.image_shape[0],
       'batch_size': config.batch_size, 'per_chip_batch': config.batch_size // chips,
       'eval_batch_size': job.source.eval_batch_size, 'memory_per_chip_bytes': where.memory_bytes,
-      'memory_kind': 'host memory (all CPU devices together)' if where.shared_memory else 'HBM',
+      'memory_kind': ('host memory (all CPU devices together)' if where.shared_memory
+                      else 'HBM usable by XLA'),
       'jax': jax.__version__,
   }
   state = job.abstract_state()
@@ -315,7 +322,8 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
                            compile_s=round(time.perf_counter() - start, 1))
   report['train_batch_bytes'] = _nbytes(train_batch) // chips  # per chip
   train_memory = report['train']
-  peak = train_memory['total_bytes']
+  # While training, the chip also holds the batches transferred ahead and the eval step's code.
+  resident = train_memory['total_bytes'] + train.PREFETCH * report['train_batch_bytes']
   if eval_step:
     start = time.perf_counter()
     try:
@@ -324,20 +332,21 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
     except Exception as e:  # pylint: disable=broad-except
       return _failed(report, e, time.perf_counter() - start, where)
     m = memory(compiled_eval)
-    # While evaluating, the chip holds the train state (the eval step's parameters are part of
-    # it), both programs' code, an eval batch and the eval step's outputs and temporaries.
+    resident += m['code_bytes']
+    # While evaluating: the train state (the eval step's parameters are part of it), both
+    # programs' code, an eval batch, the eval step's outputs and temporaries.
     state_bytes = _nbytes(state)  # replicated: every chip holds all of it
     batch_bytes = _nbytes(eval_batch) // chips
     report['eval'] = dict(m, **costs(compiled_eval),
                           compile_s=round(time.perf_counter() - start, 1),
                           total_bytes=state_bytes + batch_bytes + m['output_bytes']
                           + m['temp_bytes'] + m['code_bytes'] + train_memory['code_bytes'])
-    peak = max(peak, report['eval']['total_bytes'])
-  report['peak_bytes'] = peak
-  used = peak * (chips if where.shared_memory else 1)
+  report['train_resident_bytes'] = resident
+  report['peak_bytes'] = max(resident, report['eval']['total_bytes'] if eval_step else 0)
+  used = report['peak_bytes'] * (chips if where.shared_memory else 1)
   report['fits'] = used <= where.memory_bytes
   report['spare_bytes'] = where.memory_bytes - used
-  report['estimate'] = estimate(report, where, config, job)
+  report['estimate'] = estimate(report, where, job)
   return report
 
 
@@ -347,7 +356,7 @@ def _failed(report: dict[str, Any], error: Exception, seconds: float, where: Tar
   report.update(fits=False, error=message.splitlines()[0] if message else type(error).__name__,
                 compile_s=round(seconds, 1))
   report['out_of_memory'] = bool(OUT_OF_MEMORY.search(message))
-  needed = _REQUIRED.search(message)
+  needed = next((m for m in (p.search(message) for p in _AMOUNTS) if m), None)
   if needed:
     report['required_bytes'] = _xla_bytes(*needed.group(1, 2))
     report['available_bytes'] = _xla_bytes(*needed.group(3, 4))
@@ -355,7 +364,7 @@ def _failed(report: dict[str, Any], error: Exception, seconds: float, where: Tar
   return report
 
 
-def estimate(report: dict[str, Any], where: Target, config, job) -> Optional[dict[str, Any]]:
+def estimate(report: dict[str, Any], where: Target, job) -> Optional[dict[str, Any]]:
   """The roofline estimate of a training step (None without the chip's figures or costs)."""
   costs = report['train']
   if where.peak_flops is None or not costs['flops']:
@@ -365,8 +374,7 @@ def estimate(report: dict[str, Any], where: Target, config, job) -> Optional[dic
   step_s = max(compute_s, memory_s)
   per_chip = report['per_chip_batch'] / step_s
   slice_rate = per_chip * report['chips']
-  steps = (config.num_train_steps if config.num_train_steps is not None
-           else config.num_epochs * job.source.train_size / config.batch_size)
+  steps = job.num_steps
   model = costs.get('optimal_seconds')
   plausible = model is not None and math.isfinite(model) and model >= compute_s
   return {
@@ -375,9 +383,9 @@ def estimate(report: dict[str, Any], where: Target, config, job) -> Optional[dic
       'flops_per_image': costs['flops'] / report['per_chip_batch'],
       'img_per_s_per_chip': per_chip, 'img_per_s': slice_rate,
       'train_hours': steps * step_s / 3600, 'train_steps': steps,
-      'epochs': steps * config.batch_size / job.source.train_size,
+      'epochs': steps / job.steps_per_epoch,
       # XLA's cost analysis counts the body of a loop once, whatever its trip count.
-      'undercounted': bool(config.model.scan_blocks),
+      'undercounted': bool(job.config.model.scan_blocks),
       'cost_model_step_s': model if plausible else None,
       'cost_model_note': (None if plausible else
                           'no figure' if model is None else f'{model:.3g} s: implausible, unused'),
@@ -388,74 +396,82 @@ def find_max_batch(config, topology: str | Target, batch_step: int = 8,
                    progress: Callable[[str], None] = lambda line: None,
                    limit: int = 1 << 16) -> dict[str, Any]:
   """The report at the largest per-chip batch whose train step fits, to `batch_step` images per
-  chip: a search from the config's batch that compiles a few candidates. Each next candidate is
-  where the memory, taken as fixed (state, code) plus a part in proportion to the batch, would
-  just fill the chip, kept strictly between the largest batch known to fit and the smallest known
-  not to (bisecting where the prediction falls outside); XLA decides each candidate by compiling
-  it. `progress` gets a line per compile. Raises UserError when not even 1 image per chip fits,
-  or `limit` does."""
+  chip (below `batch_step`, to one image): a search from the config's batch that compiles a few
+  candidates, XLA deciding each. The next candidate is where the memory measured so far,
+  extrapolated (the line through the two largest batches that fit; with one, a fixed part plus
+  temporaries in proportion to the batch), would fill the chip, kept strictly between the largest
+  batch known to fit and the smallest known not to; after a wrong prediction the search bisects
+  once. The batch never exceeds `limit` per chip nor the dataset's training examples.
+  `progress` gets a line per compile. The report says `fits: False` when not even 1 image per
+  chip fits, and carries the error when a candidate fails to compile for another reason."""
   where = target(topology) if isinstance(topology, str) else topology
   chips = len(where.devices)
+  limit = min(limit, _source(config, where.devices).train_size // chips)
   tried: dict[int, dict[str, Any]] = {}
   capacity = where.memory_bytes / (chips if where.shared_memory else 1)
 
-  def fits(per_chip: int) -> bool:
+  def compiled(per_chip: int) -> dict[str, Any]:
     trial = config.copy_and_resolve_references()
     trial.batch_size = per_chip * chips
-    report = compile_job(trial, where, eval_step=False)
-    if 'error' in report and not report.get('out_of_memory'):
-      raise UserError(f'The train step does not compile at {per_chip} per chip: {report["error"]}')
-    tried[per_chip] = report
+    report = tried[per_chip] = compile_job(trial, where, eval_step=False)
     progress(f'{per_chip:>6} per chip: ' + (
         f'fits ({report["peak_bytes"] / GIB:.2f} GiB, compiled in '
         f'{report["train"]["compile_s"]:.0f} s)' if report['fits'] else
-        f'does not fit ({report["compile_s"]:.0f} s)' if 'error' in report else
+        f'does not fit ({report["compile_s"]:.0f} s)' if report.get('out_of_memory') else
+        f'does not compile: {report["error"]}' if 'error' in report else
         f'does not fit ({report["peak_bytes"] / GIB:.2f} GiB)'))
-    return report['fits']
+    return report
 
-  def predicted(low: int) -> int:
-    """Where the memory measured at `low` (fits), extrapolated, fills the chip."""
-    train = tried[low]['train']
-    batch_bytes = tried[low]['train_batch_bytes']
-    fixed = train['total_bytes'] - train['temp_bytes'] - batch_bytes
-    per_image = (train['total_bytes'] - fixed) / low
-    return int((capacity - fixed) / per_image) if per_image > 0 else 2 * low
+  def predicted() -> int:
+    """Where the memory of the batches that fit, extrapolated, fills the chip."""
+    sizes = sorted(b for b, r in tried.items() if r['fits'])[-2:]
+    peaks = [tried[b]['peak_bytes'] for b in sizes]
+    if len(sizes) == 2 and peaks[1] > peaks[0]:
+      slope = (peaks[1] - peaks[0]) / (sizes[1] - sizes[0])
+    else:
+      from inception_jax.train import PREFETCH
+      last = tried[sizes[-1]]
+      slope = (last['train']['temp_bytes'] + (1 + PREFETCH) * last['train_batch_bytes']) / sizes[-1]
+    return sizes[-1] + int((capacity - peaks[-1]) / slope) if slope > 0 else 2 * sizes[-1]
 
   low, high = 0, None  # the largest per-chip batch known to fit, the smallest known not to
-  per_chip, expected, trust = max(config.batch_size // chips, 1), None, True
+  per_chip, expected = min(max(config.batch_size // chips, 1), limit), None
   while per_chip is not None:
-    outcome = fits(per_chip)
-    if outcome:
+    report = compiled(per_chip)
+    if 'error' in report and not report.get('out_of_memory'):
+      return dict(report, searched=_searched(tried), batch_step=batch_step)
+    if report['fits']:
       low = per_chip
     else:
       high = per_chip
-    if expected is not None and outcome != expected:
-      trust = False  # the memory is not linear enough here: bisect from now on
+    missed, expected = expected is not None and report['fits'] != expected, None
     if low == 0:
       if high == 1:
-        raise UserError('The train step does not fit even at 1 image per chip.')
-      per_chip, expected = high // 2, None
+        return dict(report, searched=_searched(tried), batch_step=batch_step)
+      per_chip = high // 2
       continue
-    if high is None and low >= limit:
-      raise UserError(f'The train step still fits at {low} images per chip; stopped there.')
-    ceiling = high if high is not None else min(4 * low, limit + batch_step)
-    candidates = range((low // batch_step + 1) * batch_step, ceiling, batch_step)
-    guess = predicted(low) // batch_step * batch_step
-    if not candidates:
-      per_chip, expected = (None, None) if high is not None else (ceiling, None)
-    elif not trust and high is not None:
-      per_chip, expected = candidates[len(candidates) // 2], None
-    elif guess < candidates[0]:
-      per_chip, expected = candidates[0], False
+    ceiling = high if high is not None else limit + 1
+    grid = [b for b in range(low + 1, ceiling) if b % batch_step == 0 or b < batch_step]
+    guess = predicted()
+    if not grid:
+      per_chip = None  # done: the answer is low (high does not fit, or low is the limit)
+    elif missed and high is not None:
+      per_chip = grid[len(grid) // 2]  # the prediction was wrong: bisect once
+    elif guess < grid[0]:
+      per_chip, expected = grid[0], False
+    elif guess > grid[-1]:
+      per_chip, expected = grid[-1], None if high is None else True
     else:
-      per_chip = min(guess, candidates[-1])
-      expected = True if high is not None or guess <= candidates[-1] else None
+      per_chip, expected = max(b for b in grid if b <= guess), True
   best = config.copy_and_resolve_references()
   best.batch_size = low * chips
   report = compile_job(best, where, compiled_train=tried[low])
-  report['searched'] = {str(k): v['fits'] for k, v in sorted(tried.items())}
-  report['batch_step'] = batch_step
-  return report
+  return dict(report, searched=_searched(tried), batch_step=batch_step,
+              at_limit=high is None)
+
+
+def _searched(tried: dict[int, dict[str, Any]]) -> dict[str, bool]:
+  return {str(k): v['fits'] for k, v in sorted(tried.items())}
 
 
 def describe(report: dict[str, Any]) -> str:
@@ -467,12 +483,13 @@ def describe(report: dict[str, Any]) -> str:
            f'{report["image_size"]}x{report["image_size"]} images']
   capacity = report['memory_per_chip_bytes'] / GIB
   if 'error' in report:
-    lines.append(f'does not compile ({report["compile_s"]:.0f} s): {report["error"]}')
     if 'required_bytes' in report:
       lines.append(f'does not fit by {-report["spare_bytes"] / GIB:.2f} GiB: XLA needs '
-                   f'{report["required_bytes"] / GIB:.2f} GiB of temporaries where '
-                   f'{report["available_bytes"] / GIB:.2f} GiB of HBM are free')
-    return '\n'.join(lines)
+                   f'{report["required_bytes"] / GIB:.2f} GiB of HBM where '
+                   f'{report["available_bytes"] / GIB:.2f} GiB are available')
+    lines.append(('does not fit' if report.get('out_of_memory') else 'does not compile')
+                 + f' ({report["compile_s"]:.0f} s of compiling): {report["error"]}')
+    return '\n'.join(lines + _search_line(report))
   train_memory, evaluation = report['train'], report.get('eval')
   lines.append(f'compiled in {train_memory["compile_s"]:.0f} s (train step)' + (
       f', {evaluation["compile_s"]:.0f} s (eval step)' if evaluation else ''))
@@ -489,8 +506,10 @@ def describe(report: dict[str, Any]) -> str:
                  'steps\' code)')
   verdict = (f'fits ({report["spare_bytes"] / GIB:.2f} GiB to spare)' if report['fits'] else
              f'does not fit by {-report["spare_bytes"] / GIB:.2f} GiB')
-  lines.append(f'peak {report["peak_bytes"] / GIB:.2f} GiB per chip of {capacity:.1f} GiB '
-               f'{report["memory_kind"]}: {verdict}')
+  resident = report.get('train_resident_bytes', train_memory['total_bytes'])
+  lines.append(f'peak {report["peak_bytes"] / GIB:.2f} GiB per chip (training: '
+               f'{resident / GIB:.2f} with the batches sent ahead and the eval step\'s code) of '
+               f'{capacity:.2f} GiB {report["memory_kind"]}: {verdict}')
   guess = report.get('estimate')
   if guess is None:
     lines.append('estimate: none (no peak FLOP/s and bandwidth figures for this device)')
@@ -512,11 +531,19 @@ def describe(report: dict[str, Any]) -> str:
         '  XLA\'s cost model: ' + (f'{_ms(guess["cost_model_step_s"])} per step'
                                    if guess['cost_model_step_s'] is not None
                                    else guess['cost_model_note'])]
-  if 'searched' in report:
-    lines.append(f'largest per-chip batch that fits (step {report["batch_step"]}): '
-                 f'{report["per_chip_batch"]}; tried ' + ', '.join(
-                     f'{k} {"fits" if v else "no"}' for k, v in report['searched'].items()))
-  return '\n'.join(lines)
+  return '\n'.join(lines + _search_line(report))
+
+
+def _search_line(report: dict[str, Any]) -> list[str]:
+  if 'searched' not in report:
+    return []
+  tried = ', '.join(f'{k} {"fits" if v else "no"}' for k, v in report['searched'].items())
+  if not report['searched'].get(str(report['per_chip_batch'])):
+    return [f'search stopped at {report["per_chip_batch"]} per chip; tried {tried}']
+  return [f'largest per-chip batch whose train step fits (to {report["batch_step"]} images): '
+          f'{report["per_chip_batch"]}' + (
+              ' (the most the search tries: the training examples or its limit)'
+              if report.get('at_limit') else '') + f'; tried {tried}']
 
 
 def _ms(seconds: float) -> str:

@@ -50,6 +50,8 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   return int(math.ceil(config.num_epochs * steps_per_epoch))
 
 
+# Training batches on the devices ahead of the one being trained on (input overlaps compute).
+PREFETCH = 2
 EVENTS = ('log', 'eval', 'checkpoint')  # what happens every so many steps (or epochs)
 # What to pass for a field that a config requires (`config.required`) and the command line lacks.
 REQUIRED_HINTS = {'init_from': 'DIR: a directory written by `python -m inception_jax.convert`, '
@@ -253,7 +255,8 @@ class Trainer(Job):
     return {k: jax.make_array_from_process_local_data(self.data_sharding, v)
             for k, v in local.items()}
 
-  def device_batches(self, start_step: int, ahead: int = 2) -> Iterator[dict[str, jax.Array]]:
+  def device_batches(self, start_step: int, ahead: int = PREFETCH
+                     ) -> Iterator[dict[str, jax.Array]]:
     """Global training batches, transferred `ahead` steps early so input overlaps compute."""
     queue = collections.deque()
     for local in self.source.train_batches(start_step):

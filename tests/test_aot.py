@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -85,7 +86,12 @@ def check_memory(report):
       + train_memory['temp_bytes'] + train_memory['code_bytes'])
   # The state is donated: its buffers are reused for the new state.
   assert train_memory['alias_bytes'] > 0.9 * train_memory['output_bytes']
-  assert report['peak_bytes'] == max(train_memory['total_bytes'], report['eval']['total_bytes'])
+  # While training the chip also holds the batches sent ahead and the eval step's code.
+  assert report['train_resident_bytes'] == (
+      train_memory['total_bytes'] + train.PREFETCH * report['train_batch_bytes']
+      + report['eval']['code_bytes'])
+  assert report['peak_bytes'] == max(report['train_resident_bytes'],
+                                     report['eval']['total_bytes'])
   assert report['spare_bytes'] == pytest.approx(
       report['memory_per_chip_bytes'] - report['peak_bytes']
       * (report['chips'] if report['memory_kind'].startswith('host') else 1))
@@ -142,44 +148,74 @@ def test_command_on_cpu_devices_and_the_jobs_own_batch_error():
   assert 'Traceback' not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
 
 
-def fake_compile(memory):
-  """compile_job's stand-in for the search: fits while `memory(per_chip)` <= 100 bytes."""
+def fake_compile(memory, error=None):
+  """compile_job's stand-in for the search: fits while `memory(per_chip)` <= 100 bytes; a batch
+  in `error` does not compile for another reason."""
   calls = []
 
   def compile_job(config, where, eval_step=True, compiled_train=None):
     per_chip = config.batch_size // len(where.devices)
-    calls.append(per_chip)
+    if compiled_train is None:
+      calls.append(per_chip)
+    if error and per_chip in error:
+      return {'per_chip_batch': per_chip, 'fits': False, 'error': 'INTERNAL: boom',
+              'out_of_memory': False}
     total = memory(per_chip)
-    report = {'per_chip_batch': per_chip, 'train_batch_bytes': 0, 'peak_bytes': total,
-              'fits': total <= 100,
-              'train': {'total_bytes': total, 'temp_bytes': total - 10, 'compile_s': 0.0}}
-    return report
+    return {'per_chip_batch': per_chip, 'train_batch_bytes': 0, 'peak_bytes': total,
+            'fits': total <= 100,
+            'train': {'total_bytes': total, 'temp_bytes': total - 10, 'compile_s': 0.0}}
   return compile_job, calls
 
 
-@pytest.mark.parametrize('memory,answer', [
-    (lambda b: 10 + b, 90),  # linear: the prediction is right
-    (lambda b: 10 + b + b * b / 40, 42),  # the memory grows faster than the prediction assumes
-    (lambda b: 10 + 0.5 * b if b < 60 else 10 + 1.5 * b, 60),  # a jump
-], ids=['linear', 'convex', 'jump'])
-def test_find_max_batch_finds_the_largest_fitting_multiple(monkeypatch, memory, answer):
-  compile_job, calls = fake_compile(memory)
+FAKE = aot.Target('fake', [jax.devices('cpu')[0]] * 2, 'two fakes', 100, False, None, None)
+
+
+def search(monkeypatch, memory, batch=8, train_size=10_000, **options):
+  compile_job, calls = fake_compile(memory, options.pop('error', None))
   monkeypatch.setattr(aot, 'compile_job', compile_job)
-  where = aot.Target('fake', [object(), object()], 'two fakes', 100, False, None, None, True)
-  config = tiny_config(batch_size=8)
-  report = aot.find_max_batch(config, where, batch_step=2)
-  assert report['per_chip_batch'] == answer
+  monkeypatch.setattr(aot, '_source', lambda config, devices: types.SimpleNamespace(
+      train_size=train_size))
+  config = tiny_config(batch_size=batch)
+  report = aot.find_max_batch(config, FAKE, **options)
+  assert config.batch_size == batch  # the caller's config is left alone
+  return report, calls
+
+
+@pytest.mark.parametrize('memory,answer,compiles', [
+    (lambda b: 10 + b, 90, 3),  # linear: the prediction is right
+    (lambda b: 10 + b + b * b / 40, 42, 6),  # the memory grows faster than predicted
+    (lambda b: 10 + 0.5 * b if b < 60 else 10 + 1.5 * b, 60, 12),  # a jump: bisected
+    (lambda b: 60 + b / 4, 160, 4),  # a large fixed part: the line through two points finds it
+], ids=['linear', 'convex', 'jump', 'fixed'])
+def test_find_max_batch_finds_the_largest_fitting_multiple(monkeypatch, memory, answer, compiles):
+  report, calls = search(monkeypatch, memory, batch_step=2)
+  assert report['per_chip_batch'] == answer and report['fits']
   assert memory(answer) <= 100 < memory(answer + 2)
-  assert len(calls) <= 12  # a search, not a scan
-  assert config.batch_size == 8  # the caller's config is left alone
+  assert len(calls) <= compiles, calls  # a search, not a scan
+  assert len(set(calls)) == len(calls)  # no batch compiled twice
+  assert report['searched'][str(answer)] and not report['searched'][str(answer + 2)]
+  assert 'largest per-chip batch whose train step fits (to 2 images)' in _search_text(report)
 
 
-def test_find_max_batch_when_nothing_fits(monkeypatch):
-  compile_job, _ = fake_compile(lambda b: 200 + b)
-  monkeypatch.setattr(aot, 'compile_job', compile_job)
-  where = aot.Target('fake', [object()], 'a fake', 100, False, None, None, True)
-  with pytest.raises(UserError, match='does not fit even at 1 image per chip'):
-    aot.find_max_batch(tiny_config(batch_size=8), where)
+def test_find_max_batch_below_the_step_and_at_the_dataset(monkeypatch):
+  # Below --batch_step the search goes one image at a time.
+  report, _ = search(monkeypatch, lambda b: 70 + 10 * b, batch=8, batch_step=8)
+  assert report['per_chip_batch'] == 3
+  # Never more images per chip than the training examples split over the chips.
+  report, _ = search(monkeypatch, lambda b: b / 1000, train_size=500, batch_step=8)
+  assert report['per_chip_batch'] == 248 and report['at_limit'] and report['fits']
+
+
+def test_find_max_batch_when_nothing_fits_or_compiles(monkeypatch):
+  report, calls = search(monkeypatch, lambda b: 200 + b)
+  assert not report['fits'] and report['per_chip_batch'] == 1 and calls == [4, 2, 1]
+  assert 'search stopped at 1 per chip' in _search_text(report)
+  report, _ = search(monkeypatch, lambda b: b, error={8})
+  assert not report['fits'] and report['error'] == 'INTERNAL: boom'
+
+
+def _search_text(report):
+  return aot._search_line(report)[0]
 
 
 def test_stand_in_sources_have_the_published_shapes():
@@ -218,8 +254,9 @@ def test_tpu_slice_compiles_with_consistent_figures(optimized):
   config = tiny_config(**{'model.dtype': 'bfloat16', 'batch_size': 128, 'eval_batch_size': 32})
   report = aot.compile_job(config, 'v5e-4')
   assert report['chips'] == 4 and report['device_kind'] == aot.CHIPS['v5e'].device_kind
-  assert report['per_chip_batch'] == 32 and report['fits'] and report['memory_kind'] == 'HBM'
-  assert report['memory_per_chip_bytes'] == 16 * GIB
+  assert report['per_chip_batch'] == 32 and report['fits']
+  assert report['memory_kind'] == 'HBM usable by XLA'
+  assert report['memory_per_chip_bytes'] == 15.75 * GIB  # what XLA:TPU says is available
   check_memory(report)
   guess = report['estimate']
   chip = aot.CHIPS['v5e']
@@ -251,7 +288,7 @@ def test_tpu_batch_that_cannot_fit_is_reported(optimized):
   assert done.returncode == 1, done.stderr
   report = json.loads(done.stdout)
   assert not report['fits'] and report['out_of_memory']
-  assert report['required_bytes'] > report['available_bytes'] > 15 * GIB
+  assert report['required_bytes'] > report['available_bytes'] == aot.CHIPS['v5e'].hbm_gib * GIB
   assert report['spare_bytes'] < 0
   text = aot.describe(report)
   assert 'does not fit by' in text and 'RESOURCE_EXHAUSTED' in text
