@@ -1,8 +1,11 @@
-"""Start-up settings: the XLA:CPU defaults reach users of the Python API, not only the programs."""
+"""Start-up settings: the XLA:CPU defaults reach users of the Python API, not only the programs;
+joining the other processes of a job."""
 
 import os
 import subprocess
 import sys
+
+import jax
 
 from inception_jax import runtime
 
@@ -48,3 +51,22 @@ def test_jax_started_first_gets_a_warning_that_says_how():
   assert result.stdout.strip() == 'None'
   assert 'JAX started before inception_jax was imported' in result.stderr
   assert f'XLA_FLAGS="{DEFAULT}"' in result.stderr
+
+
+def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
+  """On a TPU VM (its chips' device files present) the job joins JAX's distributed service
+  (which finds the hosts from the metadata server), also where no TPU_* variable is set; the
+  preemption checkpoint of a pod depends on it. Elsewhere a single process starts nothing."""
+  from inception_jax import distributed
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: calls.append(a))
+  for name in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS'):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(distributed.glob, 'glob', lambda pattern: [])
+  distributed.initialize()
+  assert calls == [] and not distributed.on_tpu_vm()
+  monkeypatch.setattr(distributed.glob, 'glob',
+                      lambda pattern: ['/dev/accel0'] if pattern == '/dev/accel*' else [])
+  monkeypatch.setattr(jax, 'process_index', lambda: 0)
+  distributed.initialize()
+  assert calls == [()] and distributed.on_tpu_vm()
