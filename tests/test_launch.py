@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -91,15 +92,16 @@ def test_tpu_pod_dry_run_prints_the_whole_flow(accelerator, cloud_type, runtime)
   scp = calls[kinds.index('tpu-vm scp')]
   assert flag(scp, 'worker') == 'all' and scp[5] == 'run1:inception_jax.tgz'
   ssh = [c for c in calls if c[2:4] == ['tpu-vm', 'ssh']]
-  assert [flag(c, 'worker') for c in ssh] == ['all', 'all', '0', '0']
-  assert "pip install -q -e '.[tpu]'" in flag(ssh[0], 'command')
+  # Is a job running already (worker 0)? Install, start (all), stream, how it ended (worker 0).
+  assert [flag(c, 'worker') for c in ssh] == ['0', 'all', 'all', '0', '0']
+  assert "pip install -q -e '.[tpu]'" in flag(ssh[1], 'command')
   # The job on every worker, detached, with the config, the gs:// workdir and the overrides.
-  start = shlex.split(flag(ssh[1], 'command'))
+  start = shlex.split(flag(ssh[2], 'command'))
   job = shlex.split(start[start.index('-c') + 1].split(';')[0])
-  assert job == ['python', '-m', 'inception_jax.main', '--config=configs/irv2.py',
+  assert job == ['python3', '-m', 'inception_jax.main', '--config=configs/irv2.py',
                  '--workdir=gs://bucket/irv2', *JOB[2:]]
   assert 'nohup' in start
-  assert 'tail' in flag(ssh[2], 'command')  # worker 0's log, streamed
+  assert flag(ssh[3], 'command').startswith('tail')  # worker 0's log, streamed
   assert 'queued-resources delete' not in kinds
 
 
@@ -113,12 +115,14 @@ def test_tpu_pod_refuses_a_local_workdir_and_unknown_slices():
 
 
 FAKE_GCLOUD = r'''#!/usr/bin/env python3
-"""A stand-in for gcloud: one TPU node whose state lives in a JSON file; every call is logged.
-SCENARIO: what worker 0's job does on each run: 'preempt' (the slice is lost while it runs),
-'saved' (SIGTERM: it saved and exited 0), or an exit status."""
+# A stand-in for gcloud: one TPU node whose state lives in a JSON file; every call is logged.
+# SCENARIO, one entry per time the job's log is streamed: 'preempt' (the slice is lost while the
+# job runs), 'saved' (SIGTERM: it saved and exited 0), 'drop' (the connection drops, the job goes
+# on), or the job's exit status.
 import json, os, sys
 state_file = os.environ['FAKE_STATE']
-state = json.load(open(state_file)) if os.path.exists(state_file) else {'node': None, 'runs': 0}
+state = json.load(open(state_file)) if os.path.exists(state_file) else {
+    'node': None, 'type': None, 'job': None, 'streams': 0}
 args = sys.argv[1:]
 with open(os.environ['FAKE_LOG'], 'a') as log:
   log.write(json.dumps(args) + '\n')
@@ -126,56 +130,97 @@ kind = ' '.join(args[2:4])
 command = next((a.split('=', 1)[1] for a in args if a.startswith('--command=')), '')
 status = 0
 scenario = os.environ['SCENARIO'].split(',')
-if kind == 'tpu-vm describe':
-  if state['node']: print(state['node'])
-  else: status = 1
+def missing():
+  global status
+  sys.stderr.write('ERROR: (gcloud) NOT_FOUND: Resource not found\n')
+  status = 1
+if state.pop('flaky', False) and kind.endswith('describe'):
+  sys.stderr.write('ERROR: (gcloud) There was a problem refreshing your current auth tokens\n')
+  status = 1
+elif kind == 'tpu-vm describe':
+  if state['node']: print(f"{state['node']}\t{state['type']}")
+  else: missing()
 elif kind == 'queued-resources describe':
   if state['node']: print('ACTIVE')
-  else: status = 1
+  else: missing()
 elif kind == 'queued-resources create':
-  state['node'] = 'READY'
+  state['node'], state['type'] = 'READY', next(
+      a.split('=', 1)[1] for a in args if a.startswith('--accelerator-type='))
 elif kind == 'queued-resources delete':
   state['node'] = None
 elif kind == 'tpu-vm ssh' and state['node'] != 'READY':
+  sys.stderr.write('ssh: connect to host 10.0.0.2 port 22: Connection timed out\n')
   status = 255
+elif kind == 'tpu-vm ssh' and 'nohup' in command:
+  state['job'] = 'running'
 elif kind == 'tpu-vm ssh' and command.startswith('tail'):
-  what = scenario[min(state['runs'], len(scenario) - 1)]
-  state['runs'] += 1
+  what = scenario[min(state['streams'], len(scenario) - 1)]
+  state['streams'] += 1
   print('step 1/10 loss 6.9')
-  if what == 'preempt': state['node'] = 'PREEMPTED'
-  state['last'] = 'preempted' if what == 'saved' else f'exit status {what}'
-elif kind == 'tpu-vm ssh' and command.startswith('if grep'):
-  print(state['last'])
+  if what == 'preempt': state['node'], state['job'] = 'PREEMPTED', None
+  elif what != 'drop': state['job'] = 'preempted' if what == 'saved' else f'exit status {what}'
+elif kind == 'tpu-vm ssh' and command.startswith('if test -f'):
+  print(state['job'] if state['job'] == 'running' else
+        'idle' if 'echo idle' in command else state['job'])
 json.dump(state, open(state_file, 'w'))
 sys.exit(status)
 '''
 
 
-def fake_gcloud(tmp_path, scenario):
+def fake_gcloud(tmp_path, scenario, **state):
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   (bin_dir / 'gcloud').write_text(FAKE_GCLOUD)
   (bin_dir / 'gcloud').chmod(0o755)
+  if state:
+    (tmp_path / 'state.json').write_text(json.dumps(
+        {'node': None, 'type': None, 'job': None, 'streams': 0, **state}))
   env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'FAKE_STATE': str(tmp_path / 'state.json'),
          'FAKE_LOG': str(tmp_path / 'calls.jsonl'), 'SCENARIO': scenario}
 
   def calls():
     with open(tmp_path / 'calls.jsonl') as f:
-      return [' '.join(json.loads(line)[2:4]) for line in f]
+      return [' '.join(json.loads(line)[2:4]) + (' start' if 'nohup' in line else '')
+              for line in f]
   return env, calls
 
 
-@pytest.mark.parametrize('scenario', ['preempt,0', 'saved,0'])
+@pytest.mark.parametrize('scenario', ['preempt,0', 'saved,0', 'drop,0'])
 def test_tpu_pod_recreates_a_preempted_slice_and_reruns_the_job(tmp_path, scenario):
   env, calls = fake_gcloud(tmp_path, scenario)
   done = tpu_pod('--skip_check', '--spot', '--delete', 'run1', 'zone', 'v5e-16', *JOB, env=env)
   assert done.returncode == 0, done.stderr
-  assert 'the job resumes from its last checkpoint in gs://bucket/irv2' in done.stderr
   assert 'the job finished' in done.stderr and done.stdout.count('step 1/10') == 2
   made = calls()
-  assert made.count('queued-resources create') == (2 if scenario.startswith('preempt') else 1)
-  assert made.count('tpu-vm scp') == 2  # the code is copied again and the job started again
+  if scenario == 'drop,0':  # the log is streamed again; the job was started once
+    assert made.count('tpu-vm ssh start') == 1 and 'creating it again' not in done.stderr
+  else:
+    assert 'the job resumes from its last checkpoint in gs://bucket/irv2' in done.stderr
+    assert made.count('queued-resources create') == (2 if scenario == 'preempt,0' else 1)
+    assert made.count('tpu-vm scp') == 2  # the code is copied again and the job started again
+    assert made.count('tpu-vm ssh start') == 2
   assert made[-1] == 'queued-resources delete'  # --delete, once the job has finished
+
+
+def test_tpu_pod_follows_a_job_that_is_running_already(tmp_path):
+  # Rerun while the job runs (e.g. after this machine lost its connection): streamed, not
+  # installed or started again. A gcloud error that is not NOT_FOUND deletes nothing.
+  env, calls = fake_gcloud(tmp_path, '0', node='READY', type='v5litepod-16', job='running',
+                           flaky=True)
+  done = tpu_pod('--skip_check', 'run1', 'zone', 'v5e-16', *JOB, env=env)
+  assert done.returncode == 0, done.stderr
+  assert 'auth tokens' in done.stderr and 'the job is running on run1 already' in done.stderr
+  made = calls()
+  assert not {'tpu-vm scp', 'tpu-vm ssh start', 'queued-resources delete',
+              'queued-resources create'} & set(made)
+
+
+def test_tpu_pod_refuses_a_slice_of_another_type(tmp_path):
+  env, calls = fake_gcloud(tmp_path, '0', node='READY', type='v5litepod-64')
+  done = tpu_pod('--skip_check', 'run1', 'zone', 'v5e-16', *JOB, env=env)
+  assert done.returncode == 2
+  assert 'run1 exists as a v5litepod-64 slice, not v5litepod-16' in done.stderr
+  assert calls() == ['tpu-vm describe']
 
 
 def test_tpu_pod_stops_on_a_failed_job_and_keeps_the_slice(tmp_path):
@@ -185,6 +230,28 @@ def test_tpu_pod_stops_on_a_failed_job_and_keeps_the_slice(tmp_path):
   assert 'the job failed with status 1' in done.stderr and 'rerun this command' in done.stderr
   assert calls().count('queued-resources create') == 1
   assert 'queued-resources delete' not in calls()
+
+
+def test_tpu_pod_starts_the_job_detached(tmp_path):
+  # The start command returns at once (ssh would otherwise wait for the whole job), and the log
+  # ends with the job's exit status.
+  done = tpu_pod('--dry_run', '--skip_check', 'run1', 'zone', 'v5e-16', *JOB)
+  start = flag(gcloud_lines(done.stdout)[-3], 'command')
+  assert 'nohup' in start
+  home, bin_dir = tmp_path / 'home', tmp_path / 'bin'
+  (home / 'inception_jax').mkdir(parents=True)
+  bin_dir.mkdir()
+  (bin_dir / 'python3').write_text('#!/bin/sh\nsleep 3\necho "step 1"\nexit 3\n')
+  (bin_dir / 'python3').chmod(0o755)
+  env = dict(os.environ, HOME=str(home), PATH=f'{bin_dir}:{os.environ["PATH"]}')
+  began = time.monotonic()
+  subprocess.run(['bash', '-c', start], env=env, stdout=subprocess.PIPE, check=True, timeout=30)
+  assert time.monotonic() - began < 2
+  log = home / 'inception_jax.log'
+  deadline = time.monotonic() + 30
+  while 'exit status' not in log.read_text() and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert log.read_text().splitlines() == ['step 1', 'exit status 3']
 
 
 @needs_libtpu
