@@ -88,14 +88,12 @@ def _slices() -> dict[str, Slice]:
   chip); v5e-N (v5litepod-N) and v6e-N count chips. Multi-host slices have 4 chips per host; v5e
   and v6e slices of up to 8 chips are one host."""
   table = {}
-  for shape in ('2x2x1', '2x2x2', '2x2x4', '2x4x4', '4x4x4', '4x4x8', '4x4x12', '4x8x8', '8x8x8',
-                '8x8x12', '8x8x16', '8x16x16'):
-    chips = math.prod(int(n) for n in shape.split('x'))
-    table[f'v4-{2 * chips}'] = Slice('v4', f'v4:{shape}', (2, 2, 1), True)
-    table[f'v5p-{2 * chips}'] = Slice('v5p', f'v5:{shape}', (2, 2, 1), True)
-  for shape in ('16x16x16', '16x16x24'):  # v5p pods are larger
-    chips = math.prod(int(n) for n in shape.split('x'))
-    table[f'v5p-{2 * chips}'] = Slice('v5p', f'v5:{shape}', (2, 2, 1), True)
+  v4 = ('2x2x1', '2x2x2', '2x2x4', '2x4x4', '4x4x4', '4x4x8', '4x4x12', '4x8x8', '8x8x8', '8x8x12',
+        '8x8x16', '8x16x16')
+  for chip, prefix, shapes in (('v4', 'v4', v4), ('v5p', 'v5', v4 + ('16x16x16', '16x16x24'))):
+    for shape in shapes:
+      spec = Slice(chip, f'{prefix}:{shape}', (2, 2, 1), True)
+      table[f'{chip}-{2 * spec.chips}'] = spec
   for shape in ('1x1', '2x2', '2x4', '4x4', '4x8', '8x8', '8x16', '16x16'):
     rows, cols = (int(n) for n in shape.split('x'))
     per_host = (rows, cols, 1) if rows * cols <= 8 else (2, 2, 1)
@@ -366,21 +364,21 @@ def _failed(report: dict[str, Any], error: Exception, seconds: float, where: Tar
 
 def estimate(report: dict[str, Any], where: Target, job) -> Optional[dict[str, Any]]:
   """The roofline estimate of a training step (None without the chip's figures or costs)."""
-  costs = report['train']
-  if where.peak_flops is None or not costs['flops']:
+  train = report['train']
+  if where.peak_flops is None or not train['flops']:
     return None
-  compute_s = costs['flops'] / where.peak_flops
-  memory_s = (costs['bytes_accessed'] or 0.0) / where.memory_bandwidth
+  compute_s = train['flops'] / where.peak_flops
+  memory_s = (train['bytes_accessed'] or 0.0) / where.memory_bandwidth
   step_s = max(compute_s, memory_s)
   per_chip = report['per_chip_batch'] / step_s
   slice_rate = per_chip * report['chips']
   steps = job.num_steps
-  model = costs.get('optimal_seconds')
+  model = train.get('optimal_seconds')
   plausible = model is not None and math.isfinite(model) and model >= compute_s
   return {
       'compute_bound_s': compute_s, 'memory_bound_s': memory_s, 'step_s': step_s,
       'bound': 'compute' if compute_s >= memory_s else 'memory',
-      'flops_per_image': costs['flops'] / report['per_chip_batch'],
+      'flops_per_image': train['flops'] / report['per_chip_batch'],
       'img_per_s_per_chip': per_chip, 'img_per_s': slice_rate,
       'train_hours': steps * step_s / 3600, 'train_steps': steps,
       'epochs': steps / job.steps_per_epoch,
