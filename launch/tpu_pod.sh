@@ -109,6 +109,9 @@ queued() {  # the queued resource's state (WAITING_FOR_RESOURCES, ACTIVE, FAILED
   query "$1" compute tpus queued-resources describe "$name" "${where[@]}" \
     --format='value(state.state)'
 }
+delete_slice() {  # the queued resource and its TPU VM
+  gc compute tpus queued-resources delete "$name" "${where[@]}" --force --quiet
+}
 on_workers() {  # COMMAND: runs on every worker of the slice
   gc compute tpus tpu-vm ssh "$name" "${where[@]}" --worker=all --command="$1"
 }
@@ -148,7 +151,7 @@ create_slice() {
         say "$name is up"; return 0 ;;
       PREEMPTED|TERMINATED|STOPPED)
         say "$name is $state: deleting it to create it again"
-        gc compute tpus queued-resources delete "$name" "${where[@]}" --force --quiet || true
+        delete_slice || true
         created=0; continue ;;
       NONE) ;;
       *) say "$name is $state: waiting"; nap; continue ;;  # CREATING, UNKNOWN, ...
@@ -170,7 +173,7 @@ create_slice() {
       ACTIVE) [ "$dry_run" = 1 ] && { say "$name is up"; return 0; } ;;
       FAILED|SUSPENDED)
         say "the queued resource $name is $state: deleting it to create it again"
-        gc compute tpus queued-resources delete "$name" "${where[@]}" --force --quiet || true
+        delete_slice || true
         created=0; continue ;;
     esac  # ACCEPTED, WAITING_FOR_RESOURCES, PROVISIONING, UNKNOWN: wait
     say "$name: $state"; nap
@@ -230,9 +233,7 @@ while true; do
     case $status in
       'exit status 0')
         say "the job finished: its results are in $workdir"
-        if [ "$delete" = 1 ]; then
-          gc compute tpus queued-resources delete "$name" "${where[@]}" --force --quiet
-        fi
+        [ "$delete" = 1 ] && delete_slice
         exit 0 ;;
       'exit status '*)
         if [ "$(node)" = "READY $wanted" ]; then
