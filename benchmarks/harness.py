@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE_CHOSEN = 'JAX_COMPILATION_CACHE_DIR' in os.environ  # before inception_jax sets its default
 from inception_jax import runtime  # noqa: E402
 
 runtime.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
@@ -31,6 +32,11 @@ runtime.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 meas
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+# The benchmarks report compile times: none may come from the persistent compilation cache that
+# inception_jax turns on by default (a cache directory chosen in the environment stays in use).
+if not CACHE_CHOSEN:
+  jax.config.update('jax_enable_compilation_cache', False)
 
 from configs import default  # noqa: E402
 from inception_jax import aot, optim, steps  # noqa: E402

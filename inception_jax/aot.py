@@ -281,6 +281,20 @@ def _xla_bytes(value: str, unit: str) -> float:
   return float(value) * 1024 ** 'KMGT'.index(unit) * 1024
 
 
+@contextlib.contextmanager
+def _unsaved() -> Iterator[None]:
+  """Compiles inside add nothing to JAX's persistent compilation cache: a compile-only TPU
+  program cannot be loaded back from it (JAX warns on every later read), and a cached compile
+  would report a compile time of nothing."""
+  import jax
+  previous = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', float('inf'))
+  try:
+    yield
+  finally:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', previous)
+
+
 def compile_job(config, topology: str | Target, *, eval_step: bool = True,
                 compiled_train: Optional[dict[str, Any]] = None) -> dict[str, Any]:
   """Compiles `config`'s training job for `topology` and returns the report (see the module's
@@ -313,7 +327,8 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
   else:
     start = time.perf_counter()
     try:
-      compiled = job.train_step.lower(state, train_batch).compile()
+      with _unsaved():
+        compiled = job.train_step.lower(state, train_batch).compile()
     except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
       return _failed(report, e, time.perf_counter() - start, where)
     report['train'] = dict(memory(compiled), **costs(compiled),
@@ -325,8 +340,9 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
   if eval_step:
     start = time.perf_counter()
     try:
-      compiled_eval = job.eval_step.lower(state.ema_params, state.batch_stats,
-                                          eval_batch).compile()
+      with _unsaved():
+        compiled_eval = job.eval_step.lower(state.ema_params, state.batch_stats,
+                                            eval_batch).compile()
     except Exception as e:  # pylint: disable=broad-except
       return _failed(report, e, time.perf_counter() - start, where)
     m = memory(compiled_eval)
@@ -570,6 +586,9 @@ def main(argv) -> None:
   say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():
     prepare_environment(FLAGS.topology)  # before JAX starts
+    import jax
+    # The command reports compile times: none may come from the persistent cache.
+    jax.config.update('jax_enable_compilation_cache', False)
     where = target(FLAGS.topology)
     say(f'Compiling {FLAGS.config.model.name} for {where.name} ({where.description}); the full '
         'networks take minutes per compile on a CPU.')

@@ -5,7 +5,10 @@ trained tiny workdir."""
 import os
 import tempfile
 
-from inception_jax import runtime
+# The suite's own compilation cache (before inception_jax, whose default is the user's cache).
+CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                              os.path.join(tempfile.gettempdir(), 'inception_jax_test_xla_cache'))
+from inception_jax import runtime  # noqa: E402
 
 runtime.start()  # the programs' own settings, before JAX starts
 # Most tests train tiny networks for a few steps, where compiling costs more than running: without
@@ -17,8 +20,6 @@ os.environ.setdefault(NO_OPTIMIZATIONS, '1')
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                              os.path.join(tempfile.gettempdir(), 'inception_jax_test_xla_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 jax.config.update('jax_compilation_cache_dir', CACHE)

@@ -14,9 +14,11 @@ from train_utils import ROOT
 DEFAULT = ' '.join(f'--{k}={v}' for k, v in runtime.CPU_FLAGS.items())
 
 
-def python(code, **env):
+def python(code, drop=(), **env):
+  """Runs `code` in a new Python; `env` adds to this environment, without XLA_FLAGS, the opt-out
+  and the variables named in `drop`."""
   environment = {k: v for k, v in os.environ.items()
-                 if k not in ('XLA_FLAGS', runtime.OPT_OUT)}
+                 if k not in ('XLA_FLAGS', runtime.OPT_OUT, *drop)}
   environment.update(env, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=environment,
                         capture_output=True, text=True, check=True)
@@ -70,3 +72,24 @@ def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
   monkeypatch.setattr(jax, 'process_index', lambda: 0)
   distributed.initialize()
   assert calls == [()] and distributed.on_tpu_vm()
+
+
+def test_the_compilation_cache_is_on_in_the_users_cache_unless_chosen_or_opted_out(tmp_path):
+  program = ('import os, inception_jax, jax, jax.numpy as jnp\n'
+             'jax.jit(lambda x: x * 3)(jnp.ones(2)).block_until_ready()\n'
+             'print(jax.config.jax_compilation_cache_dir)')
+  drop = [k for k in os.environ if k.startswith('JAX_COMPILATION_CACHE')]  # the suite's own
+  home = tmp_path / 'cache_home'
+  ours = python(program, drop, XDG_CACHE_HOME=str(home)).stdout.strip()
+  assert ours == str(home / 'inception_jax' / 'xla' / runtime._cpu_kind())
+  assert any(name.startswith('jit__lambda') for name in os.listdir(ours))  # it wrote the program
+  # JAX imported first (before any computation) gets it too.
+  assert python('import jax\n' + program, drop, XDG_CACHE_HOME=str(home)).stdout.strip() == ours
+  # The user's directory wins, also when set through jax.config after importing jax.
+  mine = str(tmp_path / 'mine')
+  assert python(program, drop, JAX_COMPILATION_CACHE_DIR=mine).stdout.strip() == mine
+  configured = python(f'import jax; jax.config.update("jax_compilation_cache_dir", "{mine}")\n'
+                      + program, drop, XDG_CACHE_HOME=str(home))
+  assert configured.stdout.strip() == mine
+  off = python(program, drop, XDG_CACHE_HOME=str(home), **{runtime.OPT_OUT: '0'})
+  assert off.stdout.strip() == 'None'
