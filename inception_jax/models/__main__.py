@@ -8,12 +8,8 @@ Shapes only: nothing is compiled or computed, so this takes seconds on a laptop.
 from __future__ import annotations
 
 import argparse
-import functools
 
-import jax
-
-from inception_jax.models.registry import create, list_models
-from inception_jax.models.summary import abstract_variables, count_macs, count_params, image_spec
+from inception_jax.models.summary import zoo, zoo_table
 
 
 def main(argv=None) -> None:
@@ -25,21 +21,12 @@ def main(argv=None) -> None:
   parser.add_argument('--small_inputs', action='store_true',
                       help='small-image mode (e.g. --size=32 for CIFAR-10)')
   args = parser.parse_args(argv)
-
-  print(f'{"model":<28}{"params":>14}{"GMACs":>9}  output at {args.size}x{args.size}')
-  for name in list_models():
-    model = create(name, num_classes=args.num_classes, bn_scale=args.bn_scale,
-                   small_inputs=args.small_inputs)
-    try:
-      model.check_input(image_spec(args.size).shape)
-    except ValueError as e:
-      parser.error(str(e))
-    variables = abstract_variables(model, args.size)
-    output = jax.eval_shape(functools.partial(model.apply, train=False), variables,
-                            image_spec(args.size))
-    macs = count_macs(model, variables, args.size)
-    print(f'{name:<28}{count_params(variables):>14,}{macs / 1e9:>9.2f}  '
-          f'{tuple(output.shape)} {output.dtype}')
+  try:
+    rows = zoo(args.size, num_classes=args.num_classes, bn_scale=args.bn_scale,
+               small_inputs=args.small_inputs)
+  except ValueError as e:
+    parser.error(str(e))
+  print(zoo_table(rows, args.size))
 
 
 if __name__ == '__main__':

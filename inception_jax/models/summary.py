@@ -62,3 +62,32 @@ def _sub_jaxprs(params: dict):
         yield item
       elif hasattr(item, 'jaxpr') and hasattr(item.jaxpr, 'eqns'):
         yield item.jaxpr
+
+
+def zoo(size: int = 299, **options: Any) -> list[dict[str, Any]]:
+  """Every registered model's parameters, MACs and output at `size` x `size` with `options`
+  (e.g. `num_classes=1000, bn_scale=True`), from shapes alone: nothing is compiled or run. A size
+  below a model's minimum is a `ValueError` naming it."""
+  from inception_jax.models.registry import create, list_models
+  rows = []
+  for name in list_models():
+    model = create(name, **options)
+    model.check_input(image_spec(size).shape)
+    # One trace of init gives the variables' and the output's shapes and, from its forward pass
+    # (the initialisers multiply nothing), the MACs.
+    traced, (output, variables) = jax.make_jaxpr(
+        lambda x, model=model: model.init_with_output(jax.random.key(0), x, train=False),
+        return_shape=True)(image_spec(size))
+    rows.append({'model': name, 'params': count_params(variables),
+                 'gmacs': _macs(traced.jaxpr) / 1e9,
+                 'output': (tuple(output.shape), str(output.dtype))})
+  return rows
+
+
+def zoo_table(rows: list[dict[str, Any]], size: int = 299) -> str:
+  """`zoo`'s rows as the text table that `python -m inception_jax.models` prints."""
+  lines = [f'{"model":<28}{"params":>14}{"GMACs":>9}  output at {size}x{size}']
+  for row in rows:
+    shape, dtype = row['output']
+    lines.append(f'{row["model"]:<28}{row["params"]:>14,}{row["gmacs"]:>9.2f}  {shape} {dtype}')
+  return '\n'.join(lines)
