@@ -11,7 +11,7 @@ import pytest
 
 from inception_jax import checkpoint, weights
 
-from test_weights import timm_layouts, write_slim_checkpoint
+from test_weights import write_slim_checkpoint
 from train_utils import ROOT, assert_trees_equal
 
 
@@ -67,7 +67,7 @@ def test_convert_command_writes_a_checkpoint_that_loads(tmp_path):
 def test_timm_file_with_wrong_model_or_source_says_what_fits(tmp_path):
   """The case of issue 12: timm's Inception-ResNet-v2 (1,102 tensors) given as inception_v4."""
   from safetensors.numpy import save_file
-  layout = timm_layouts()['inception_resnet_v2']
+  layout = weights.timm_layout('inception_resnet_v2')
   path = str(tmp_path / 'irv2.safetensors')
   save_file({key: np.zeros(shape, np.float32) for key, shape in layout}, path)
   output = str(tmp_path / 'converted')

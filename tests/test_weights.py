@@ -64,28 +64,14 @@ def test_keras_weights_file_of_the_other_model(keras_models, tmp_path):
 
 # ------------------------------------------------------------------------------------------ timm
 
-def timm_layouts():
-  import gzip
-  import json
-  import os
-  path = os.path.join(os.path.dirname(__file__), 'data', 'timm_layouts.json.gz')
-  with gzip.open(path, 'rt') as f:
-    return json.load(f)
-
-
-def random_state_dict(layout, seed=0):
-  rng = np.random.default_rng(seed)
-  return {key: (np.asarray(7) if key.endswith('num_batches_tracked')
-                else rng.normal(size=shape).astype(np.float32)) for key, shape in layout}
-
-
 @pytest.mark.parametrize('name', weights.TIMM_MODELS)
 def test_timm_layout_converts_completely(name):
-  """timm's real names and shapes (recorded from timm by tests/data/make_timm_layouts.py)."""
+  """timm's real names and shapes (recorded from timm by tests/data/make_timm_layouts.py), with
+  random values (`weights.random_state_dict`)."""
   from flax.traverse_util import flatten_dict
 
   from inception_jax.models.summary import abstract_variables
-  state = random_state_dict(timm_layouts()[name])
+  state = weights.random_state_dict(name)
   variables = weights.from_timm(state, name)
   options = weights.options_from_variables(variables, name, 'timm')
   assert options['bn_scale'] and options['num_classes'] == 1000
@@ -106,8 +92,48 @@ def test_timm_layout_converts_completely(name):
                                 state[f'{first}.bn.running_var'])
 
 
+def test_random_state_dict_is_timm_layout_with_plausible_values():
+  layout = weights.timm_layout('inception_resnet_v2')
+  state = weights.random_state_dict('inception_resnet_v2', seed=1)
+  assert [(k, v.shape) for k, v in state.items()] == layout
+  assert all(v > 0 for k, v in state.items() if k.endswith('running_var') for v in v)
+  kernel = state['conv2d_1a.conv.weight']
+  assert kernel.dtype == np.float32 and abs(kernel.std() - np.sqrt(2 / 27)) < 0.02
+  assert not np.array_equal(kernel, weights.random_state_dict('inception_resnet_v2')[
+      'conv2d_1a.conv.weight'])
+  with pytest.raises(weights.ConversionError, match='timm has no inception_v5'):
+    weights.timm_layout('inception_v5')
+
+
+def test_pretrained_file_stands_in_a_random_file_when_it_cannot_download(tmp_path, monkeypatch):
+  import sys
+  import types
+  hub = types.ModuleType('huggingface_hub')
+
+  def offline(repo, filename):
+    raise OSError(f'cannot reach huggingface.co for {repo}/{filename}')
+
+  hub.hf_hub_download = offline
+  monkeypatch.setitem(sys.modules, 'huggingface_hub', hub)
+  found = weights.pretrained_file('inception_v4', str(tmp_path))
+  assert not found.pretrained and found.path == str(tmp_path /
+                                                     'inception_v4_random_timm_layout.safetensors')
+  assert found.note.startswith('huggingface.co/timm/inception_v4.tf_in1k could not be downloaded '
+                               '(OSError: cannot reach huggingface.co for timm/inception_v4.'
+                               'tf_in1k/model.safetensors)')
+  assert 'RANDOM values' in found.note
+  assert_trees_equal(weights.from_timm(found.path, 'inception_v4'),
+                     weights.from_timm(weights.random_state_dict('inception_v4'), 'inception_v4'))
+  hub.hf_hub_download = lambda repo, filename: f'/cache/{repo}/{filename}'
+  found = weights.pretrained_file('inception_v4', str(tmp_path))
+  assert found == ('/cache/timm/inception_v4.tf_in1k/model.safetensors', True,
+                   "timm's weights from huggingface.co/timm/inception_v4.tf_in1k")
+  assert 'switched off' in weights.pretrained_file('inception_v4', str(tmp_path),
+                                                   download=False).note
+
+
 def test_timm_v3_without_aux_head_and_errors():
-  state = {k: v for k, v in random_state_dict(timm_layouts()['inception_v3']).items()
+  state = {k: v for k, v in weights.random_state_dict('inception_v3').items()
            if not k.startswith('AuxLogits.')}
   variables = weights.from_timm(state, 'inception_v3')
   assert not weights.options_from_variables(variables, 'inception_v3', 'timm')['aux_logits']
@@ -130,7 +156,7 @@ def test_timm_v3_without_aux_head_and_errors():
 
 def test_timm_safetensors_file_needs_no_torch(tmp_path):
   from safetensors.numpy import save_file
-  state = random_state_dict(timm_layouts()['inception_resnet_v2'], seed=3)
+  state = weights.random_state_dict('inception_resnet_v2', seed=3)
   path = str(tmp_path / 'model.safetensors')
   save_file({k: np.asarray(v) for k, v in state.items()}, path)
   from_file = weights.from_timm(path, 'inception_resnet_v2')
@@ -138,7 +164,7 @@ def test_timm_safetensors_file_needs_no_torch(tmp_path):
 
 
 def test_timm_wrong_model_is_a_short_error_naming_the_one_that_fits():
-  state = random_state_dict(timm_layouts()['inception_v3'])
+  state = weights.random_state_dict('inception_v3')
   tensors = [k for k in state if not k.endswith('num_batches_tracked')]
   with pytest.raises(weights.ConversionError) as error:
     weights.from_timm(state, 'inception_v4')

@@ -9,6 +9,9 @@ the options it needs given by `options_from_variables(variables, source)`:
 - `from_timm(state_dict_or_path, model_name)`: timm's `inception_v4`, `inception_resnet_v2` and
   `inception_v3` (a mapping of names to arrays, a `.safetensors` file or a `.pth` file). timm's
   module names are translated to our blocks; inside a block, units are matched in order.
+  `pretrained_file(model_name, directory)` downloads timm's file from the Hugging Face Hub, or
+  writes one of `random_state_dict(model_name)`, timm's exact layout with random values, where it
+  cannot (tests, offline machines).
 - `from_slim(checkpoint, model_name, background='drop')`: TF-slim's TF1 checkpoints, whose variable
   names are our paths under the network's scope; the 1001st (background) class is dropped or kept.
 
@@ -36,14 +39,19 @@ from inception_jax.weights.slim import (
 from inception_jax.weights.timm import (
     TIMM_BLOCKS,
     TIMM_HEADS,
+    TIMM_HUB,
     TIMM_MODELS,
+    WeightsFile,
     from_timm,
+    pretrained_file,
+    random_state_dict,
     read_state_dict,
+    timm_layout,
 )
 
 __all__ = [
     'ConversionError', 'FileFormatError', 'KERAS_APPLICATIONS', 'SLIM_HEADS', 'SLIM_LEAVES',
-    'SLIM_NOT_WEIGHTS', 'SLIM_SCOPES', 'TIMM_BLOCKS', 'TIMM_HEADS', 'TIMM_MODELS', 'file_format',
-    'from_keras', 'from_slim', 'from_timm', 'options_from_variables', 'read_state_dict',
-    'slim_name',
+    'SLIM_NOT_WEIGHTS', 'SLIM_SCOPES', 'TIMM_BLOCKS', 'TIMM_HEADS', 'TIMM_HUB', 'TIMM_MODELS',
+    'WeightsFile', 'file_format', 'from_keras', 'from_slim', 'from_timm', 'options_from_variables',
+    'pretrained_file', 'random_state_dict', 'read_state_dict', 'slim_name', 'timm_layout',
 ]

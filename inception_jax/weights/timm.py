@@ -7,6 +7,9 @@ in order. Neither timm nor torch is needed, except torch to read `.pth` files.
 from __future__ import annotations
 
 import collections
+import functools
+import gzip
+import json
 import os
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
@@ -31,6 +34,13 @@ from inception_jax.weights.layout import (
 )
 
 TIMM_MODELS = ('inception_v4', 'inception_resnet_v2', 'inception_v3')
+# The Hugging Face Hub repositories of timm's ImageNet weights (files `model.safetensors`).
+TIMM_HUB = {'inception_v4': 'timm/inception_v4.tf_in1k',
+            'inception_resnet_v2': 'timm/inception_resnet_v2.tf_in1k',
+            'inception_v3': 'timm/inception_v3.tv_in1k'}
+# timm's state-dict names and shapes of each model, recorded from timm by
+# tests/data/make_timm_layouts.py.
+LAYOUTS_FILE = os.path.join(os.path.dirname(__file__), 'timm_layouts.json.gz')
 # timm's names of the classifier that is our `LOGITS`.
 TIMM_HEADS = {'inception_v4': 'last_linear', 'inception_resnet_v2': 'classif',
               'inception_v3': 'fc'}
@@ -229,3 +239,71 @@ def from_timm(state_dict_or_path: Any, model_name: str) -> dict[str, Any]:
       lambda name: _convert(state, name), lambda name: fits_when(lambda: _convert(state, name)),
       model_name, 'timm', TIMM_MODELS,
       lambda: f'the state dict holds {plural(len(state), "tensor")} such as {few(list(state))}')
+
+
+@functools.cache
+def _layouts() -> dict[str, Any]:
+  with gzip.open(LAYOUTS_FILE, 'rt') as f:
+    return json.load(f)
+
+
+def timm_layout(model_name: str) -> list[tuple[str, tuple[int, ...]]]:
+  """timm's state-dict keys and shapes for `model_name`, in timm's order (recorded from timm
+  1.0.31; Inception-v3 with its aux head)."""
+  if model_name not in TIMM_MODELS:
+    raise ConversionError(f'timm has no {model_name}; it covers {", ".join(TIMM_MODELS)}.')
+  return [(key, tuple(shape)) for key, shape in _layouts()[model_name]]
+
+
+def random_state_dict(model_name: str, seed: int = 0) -> dict[str, np.ndarray]:
+  """A state dict in timm's exact layout for `model_name` with random values of plausible scale:
+  He-scaled convolutions, BatchNorm near identity (positive variances), a small classifier. Its
+  predictions mean nothing; it stands in for the real file where that cannot be downloaded."""
+  rng = np.random.default_rng(seed)
+  state = {}
+  for key, shape in timm_layout(model_name):
+    leaf = key.rsplit('.', 1)[-1]
+    if leaf == 'num_batches_tracked':
+      value = np.asarray(0, np.int64)
+    elif leaf == 'running_var':
+      value = rng.uniform(0.5, 1.5, shape)
+    elif leaf == 'weight' and len(shape) == 1:  # BatchNorm's gamma
+      value = rng.uniform(0.8, 1.2, shape)
+    elif leaf in ('bias', 'running_mean'):
+      value = rng.normal(0.0, 0.1, shape)
+    else:  # conv [out, in, h, w] or dense [out, in] weights
+      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+    state[key] = value.astype(value.dtype if leaf == 'num_batches_tracked' else np.float32)
+  return state
+
+
+class WeightsFile(NamedTuple):
+  path: str
+  pretrained: bool  # False: random values in timm's layout (`random_state_dict`)
+  note: str  # where the file came from, or why the real one could not be had
+
+
+def pretrained_file(model_name: str, directory: str, download: bool = True) -> WeightsFile:
+  """timm's ImageNet weights of `model_name` as a `.safetensors` file: downloaded from the Hugging
+  Face Hub (`huggingface_hub`, cached as it caches) when `download` and that works, else a file
+  of `random_state_dict` in the same layout written to `directory`, with the reason in `note`."""
+  timm_layout(model_name)  # an error naming the models timm covers
+  repo = TIMM_HUB[model_name]
+  if download:
+    try:
+      from huggingface_hub import hf_hub_download
+      path = hf_hub_download(repo, 'model.safetensors')
+      return WeightsFile(path, True, f'timm\'s weights from huggingface.co/{repo}')
+    except ImportError:
+      why = 'huggingface_hub is not installed (pip install huggingface_hub)'
+    except Exception as e:  # offline, or the Hub refused: any of its many errors
+      why = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no message"}'
+  else:
+    why = 'downloading was switched off'
+  from safetensors.numpy import save_file
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'{model_name}_random_timm_layout.safetensors')
+  save_file(random_state_dict(model_name), path)
+  return WeightsFile(path, False, f'huggingface.co/{repo} could not be downloaded ({why}): '
+                     f'{path} holds RANDOM values in timm\'s layout, so the predictions below mean '
+                     'nothing')

@@ -1,5 +1,6 @@
-"""Writes timm_layouts.json.gz: the names and shapes of timm's state dicts for the models that
-`inception_jax.weights.from_timm` reads, so that CI checks the name mapping without torch.
+"""Writes inception_jax/weights/timm_layouts.json.gz: the names and shapes of timm's state dicts
+for the models that `inception_jax.weights.from_timm` reads, so that CI checks the name mapping
+without torch (and `weights.random_state_dict` writes files in timm's layout).
 
     pip install torch timm && python tests/data/make_timm_layouts.py
 """
@@ -18,7 +19,8 @@ def main():
   for name, kwargs in MODELS.items():
     state = timm.create_model(name, pretrained=False, **kwargs).state_dict()
     layouts[name] = [[key, list(value.shape)] for key, value in state.items()]
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'timm_layouts.json.gz')
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  path = os.path.join(root, 'inception_jax', 'weights', 'timm_layouts.json.gz')
   with gzip.open(path, 'wt') as f:
     json.dump(layouts, f)
   print('wrote', path)
