@@ -232,3 +232,41 @@ def test_eval_batch_shrinks_to_a_small_eval_split():
   large = make('digits', batch_size=16, eval_batch_size=64)
   large.fit_eval_batch(8)
   assert large.eval_batch_size == 64
+
+
+def test_write_folder_round_trips_through_the_folder_source(tmp_path):
+  from inception_jax.data import folder
+  rng = np.random.default_rng(0)
+  images = {'train': {'b': [rng.integers(0, 256, (40, 50, 3), np.uint8) for _ in range(3)],
+                      'a': [np.full((30, 30, 3), 200, np.uint8)]},
+            'val': {'a': [np.full((20, 60, 3), 10, np.uint8)] * 2}}
+  root = folder.write_folder(str(tmp_path / 'images'), images)
+  assert sorted(os.listdir(os.path.join(root, 'train', 'b'))) == ['00000.jpg', '00001.jpg',
+                                                                  '00002.jpg']
+  source = make(f'folder:{root}', batch_size=4, eval_batch_size=2, image_size=16)
+  assert source.classes == ['a', 'b'] and (source.train_size, source.eval_size) == (4, 2)
+  [batch] = list(source.eval_batches())
+  assert list(batch['label']) == [0, 0]
+  # The central crop of a flat grey image stays that grey (JPEG is lossy, but not there).
+  assert np.abs(batch['image'].astype(int) - 10).max() <= 2
+
+
+def test_photograph_folder_cuts_two_classes_from_disjoint_parts(tmp_path):
+  from inception_jax.data import samples
+  photos = samples.photographs()
+  assert sorted(photos) == ['china', 'flower']
+  assert all(p.shape == (427, 640, 3) and p.dtype == np.uint8 for p in photos.values())
+  rng = np.random.default_rng(1)
+  part = photos['china'][:, :100]
+  for crop in samples.random_crops(part, 20, rng, side=(0.3, 0.6)):
+    side = crop.shape[0]
+    assert crop.shape == (side, side, 3) and 0.3 * 100 - 1 <= side <= 0.6 * 100
+    # Every crop is a window of the part (mirrored or not).
+    windows = np.lib.stride_tricks.sliding_window_view(part, (side, side, 3))[..., 0, :, :, :]
+    assert any((windows == c).all(axis=(-3, -2, -1)).any() for c in (crop, crop[:, ::-1]))
+  root = samples.photograph_folder(str(tmp_path / 'photos'), train_per_class=3, val_per_class=2)
+  source = make(f'folder:{root}', batch_size=2, eval_batch_size=2, image_size=32)
+  assert source.classes == ['china', 'flower'] and (source.train_size, source.eval_size) == (6, 4)
+  paths = samples.write_photographs(str(tmp_path / 'originals'))
+  assert [os.path.basename(p) for p in paths] == ['china.jpg', 'flower.jpg']
+  assert tf.io.decode_jpeg(tf.io.read_file(paths[0])).shape == (427, 640, 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,6 +86,21 @@ class FolderReader:
       print(f'{len(paths)} unreadable image(s) skipped in {self.split} {when}: '
             + ', '.join(shown) + (' ...' if len(paths) > 10 else ''), flush=True)
     return paths
+
+
+def write_folder(root: str, splits: Mapping[str, Mapping[str, Sequence[np.ndarray]]],
+                 quality: int = 95) -> str:
+  """Writes images in the layout `folder:ROOT` reads: `splits` maps a split (`train`, `val`) to
+  {class name: uint8 [height, width, 3] images}, written as ROOT/<split>/<class>/<index>.jpg.
+  Returns ROOT, for `dataset.name=f'folder:{root}'`."""
+  for split, classes in splits.items():
+    for name, images in classes.items():
+      directory = os.path.join(root, split, name)
+      os.makedirs(directory, exist_ok=True)
+      for i, image in enumerate(images):
+        tf.io.write_file(os.path.join(directory, f'{i:05d}.jpg'),
+                         tf.io.encode_jpeg(np.asarray(image, np.uint8), quality=quality))
+  return root
 
 
 @register('folder')
