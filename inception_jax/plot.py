@@ -67,10 +67,6 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   """A matplotlib Figure with one panel per metric and one line per run. `metrics` default: the
   BASIC panels, then every diagnostic that some run recorded. `size`: (width, height) in pixels
   at DPI; default 640x400 per panel."""
-  import matplotlib
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt
-
   labels = list(labels or [os.path.basename(os.path.normpath(w)) for w in workdirs])
   if len(labels) != len(workdirs):
     raise errors.ConfigError(f'--labels has {len(labels)} names for {len(workdirs)} workdirs.')
@@ -85,8 +81,7 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   columns = min(2 if len(metrics) <= 4 else 3, len(metrics))
   rows_count = -(-len(metrics) // columns)
   width, height = size or (640 * columns, 400 * rows_count)
-  fig, axes = plt.subplots(rows_count, columns, figsize=(width / DPI, height / DPI), dpi=DPI,
-                           squeeze=False, layout='constrained')
+  fig, axes = _figure((width, height), rows_count, columns)
   for ax, key in zip(axes.flat, metrics):
     title, ylabel, _ = PANELS[key]
     units = set()
@@ -113,6 +108,51 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   if handles:  # none before a run's first log line
     fig.legend(handles.values(), handles.keys(), loc='outside lower center',
                ncol=min(len(handles), 4))
+  return fig
+
+
+def _figure(size: tuple[int, int], rows: int, columns: int):
+  """A figure of `size` pixels with a grid of axes, made without pyplot: no backend is chosen and
+  no figure is kept alive by pyplot, so it works alike in programs and notebooks (where it shows
+  as the value of a cell)."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout='constrained')
+  return fig, fig.subplots(rows, columns, squeeze=False)
+
+
+def feature_maps(activations: Any, count: int = 16, columns: int = 8, title: str = '',
+                 image: Any = None):
+  """A figure of the `count` most active channels (largest mean) of a feature map, [height,
+  width, channels] (or one image of a batch, [1, ...]), each drawn on its own scale; `image`, when
+  given, is drawn first (uint8, or floats in [-1, 1] as the networks take them)."""
+  import numpy as np
+  maps = np.asarray(activations, np.float32)
+  if maps.ndim == 4 and maps.shape[0] == 1:
+    maps = maps[0]
+  if maps.ndim != 3:
+    raise errors.ConfigError(f'feature_maps takes [height, width, channels] activations (or one '
+                             f'image of a batch), got shape {maps.shape}.')
+  channels = np.argsort(-maps.mean(axis=(0, 1)), kind='stable')[:count]
+  panels = len(channels) + (image is not None)
+  rows = -(-panels // columns)
+  fig, axes = _figure((160 * columns, 170 * rows + 40), rows, columns)
+  axes = list(axes.flat)
+  if image is not None:
+    picture = np.asarray(image)
+    if picture.dtype != np.uint8:
+      picture = np.clip((picture + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    axes[0].imshow(picture[0] if picture.ndim == 4 else picture)
+    axes[0].set_title('input', fontsize=9)
+  for ax, channel in zip(axes[image is not None:], channels):
+    ax.imshow(maps[..., channel], cmap='viridis')
+    ax.set_title(f'channel {channel}', fontsize=9)
+  for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  for ax in axes[panels:]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title)
   return fig
 
 

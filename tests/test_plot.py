@@ -81,3 +81,22 @@ def test_command_writes_png_or_svg_and_names_a_workdir_without_metrics(two_runs,
                           env=environment(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and f'{empty} has no metrics.jsonl' in result.stderr
   assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_feature_maps_draw_the_most_active_channels():
+  import numpy as np
+  maps = np.zeros((1, 5, 5, 6), np.float32)
+  maps[..., 4] = 3.0
+  maps[..., 1] = 2.0
+  maps[..., 5] = 1.0
+  fig = plot.feature_maps(maps, count=3, columns=2, title='Mixed_5b',
+                          image=np.zeros((9, 9, 3), np.float32))
+  shown = [ax for ax in fig.axes if ax.get_visible()]
+  assert [ax.get_title() for ax in shown] == ['input', 'channel 4', 'channel 1', 'channel 5']
+  assert fig.get_suptitle() == 'Mixed_5b'
+  # A float image in [-1, 1] is drawn as uint8 (0 -> mid grey).
+  assert shown[0].images[0].get_array().dtype == np.uint8
+  assert shown[0].images[0].get_array()[0, 0, 0] == 127
+  with pytest.raises(ValueError, match=r'takes \[height, width, channels\] activations .* got '
+                     r'shape \(2, 5, 5, 6\)'):
+    plot.feature_maps(np.zeros((2, 5, 5, 6)))
