@@ -1,5 +1,6 @@
 """inception_jax: Inception-v3, Inception-v4 and Inception-ResNet in JAX/Flax."""
 
+from importlib import metadata
 from pathlib import Path
 import re
 
@@ -7,6 +8,21 @@ from setuptools import find_packages, setup
 
 version = re.search(r"__version__ = '([^']+)'",
                     Path(__file__).with_name('inception_jax').joinpath('__init__.py').read_text())[1]
+
+
+def tensorflow() -> list[str]:
+  """TensorFlow, for tf.data only: its CPU build keeps it off the accelerators that JAX owns. A
+  TensorFlow already installed is kept as it is (Colab's, say: the notebooks install without build
+  isolation, so this sees it), since a second distribution of the same module would overwrite its
+  files."""
+  for name in ('tensorflow', 'tensorflow-cpu'):
+    try:
+      metadata.distribution(name)
+      return [name]
+    except metadata.PackageNotFoundError:
+      pass
+  return ['tensorflow-cpu; sys_platform != "darwin"', 'tensorflow; sys_platform == "darwin"']
+
 
 setup(
     name='inception_jax',
@@ -16,10 +32,11 @@ setup(
     long_description=Path(__file__).with_name('README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['inception_jax', 'inception_jax.*']),
-    package_data={'inception_jax': ['imagenet_classes.tsv']},
+    package_data={'inception_jax': ['imagenet_classes.tsv', 'weights/timm_layouts.json.gz']},
     python_requires='>=3.10',
     install_requires=[
         'absl-py',
+        'filelock',  # JAX's compilation cache needs it to bound its size (inception_jax.runtime)
         'flax>=0.10',
         'matplotlib>=3.7',  # python -m inception_jax.plot (constrained layout, outside legends)
         'jax>=0.4.35',
@@ -34,12 +51,11 @@ setup(
         # TFDS imports it to prepare any dataset (python -m inception_jax.prepare) but does not
         # require it.
         'importlib_resources',
-        # tf.data only: a CPU build keeps TensorFlow off the accelerators that JAX owns.
-        'tensorflow-cpu; sys_platform != "darwin"',
-        'tensorflow; sys_platform == "darwin"',
+        *tensorflow(),
     ],
     extras_require={
-        'test': ['pytest', 'pytest-xdist', 'ruff'],
+        # nbclient, nbformat and ipykernel run notebooks/*.ipynb in the tests.
+        'test': ['pytest', 'pytest-xdist', 'ruff', 'nbclient', 'nbformat', 'ipykernel'],
         # libtpu, matched to the installed jax by jax's own extra: runs the job on Cloud TPU VMs,
         # and lets `python -m inception_jax.aot` compile for TPU slices on any machine.
         'tpu': ['jax[tpu]'],
