@@ -110,3 +110,15 @@ def test_tpu_table_without_an_output_directory_prints_its_usage():
   result = subprocess.run(['benchmarks/tpu_table.sh'], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
   assert result.returncode == 2 and 'benchmarks/tpu_table.sh OUTDIR' in result.stdout
+
+
+def test_init_time_prints_json_for_cold_and_warm_caches():
+  result = subprocess.run([sys.executable, 'benchmarks/init_time.py', *MODEL, '--size=75',
+                           '--runs=1', '--modes=jit+scan', '--json'],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert (record['model'], record['size'], record['mode']) == (
+      'inception_resnet_v2', 75, 'jit+scan')
+  assert record['cold_s'] > 0 and record['warm_s'] > 0
+  assert len(record['runs_cold_s']) == len(record['runs_warm_s']) == 1
