@@ -30,17 +30,17 @@ class MissingError(UserError, FileNotFoundError):
   """A file or directory a setting points to that is absent or holds the wrong thing."""
 
 
-def _chain(error: BaseException) -> list[BaseException]:
+def chain(error: BaseException) -> list[BaseException]:
   """`error` and the exceptions it wraps, outermost first (ml_collections wraps a KeyError as the
   argument of an AttributeError, absl chains them)."""
-  chain = []
-  while error is not None and error not in chain:
-    chain.append(error)
+  errors = []
+  while error is not None and error not in errors:
+    errors.append(error)
     if error.args and isinstance(error.args[0], BaseException):
       error = error.args[0]
     else:
       error = error.__cause__ or error.__context__
-  return chain
+  return errors
 
 
 def _message(error: BaseException) -> str:
@@ -51,12 +51,12 @@ def _message(error: BaseException) -> str:
 
 def flag_error(error: BaseException, argv: Sequence[str] = ()) -> str:
   """One or two lines for an error in the command line or in the config file it names."""
-  chain = _chain(error)
-  messages = [_message(e) for e in chain]
+  errors = chain(error)
+  messages = [_message(e) for e in errors]
   hints = [m for m in messages if 'Did you mean' in m and '\n' in m]  # unescaped ones
-  if hints or isinstance(chain[-1], KeyError):
+  if hints or isinstance(errors[-1], KeyError):
     # A config override naming no field: "'bach_size'\nDid you mean "batch_size" instead of ...".
-    key = _message(chain[-1]).strip("'")
+    key = _message(errors[-1]).strip("'")
     given = [a.split('=', 1)[0] for a in argv
              if a.startswith('--config.') and a.split('=', 1)[0].endswith('.' + key)]
     field = given[0] if given else key
@@ -66,16 +66,20 @@ def flag_error(error: BaseException, argv: Sequence[str] = ()) -> str:
   # innermost exception has the message alone.
   message = next((m for m in messages if 'Traceback (most recent call last)' not in m), '')
   message = message or messages[-1]
-  if 'configs' in message and isinstance(chain[-1], ImportError):
+  if 'configs' in message and isinstance(errors[-1], ImportError):
     message += ' (run the command from the repository root: configs import configs.*)'
   return message
 
 
-def fail(message: str) -> None:
-  """Prints `error: message` on stderr and exits with `EXIT_STATUS`."""
+def fail(message: str, status: int = EXIT_STATUS, at_once: bool = False) -> None:
+  """Prints `error: message` on stderr and exits with `status`; `at_once` skips the interpreter's
+  shutdown (`os._exit`: for faults, see `inception_jax.faults`)."""
+  sys.stdout.flush()
   sys.stderr.write(f'error: {message}\n({TRACEBACK}=1 shows the traceback.)\n')
   sys.stderr.flush()
-  sys.exit(EXIT_STATUS)
+  if at_once:
+    os._exit(status)  # pylint: disable=protected-access
+  sys.exit(status)
 
 
 def show_traceback() -> bool:
@@ -90,7 +94,8 @@ def reported() -> Iterator[None]:
   except UserError as e:
     if show_traceback():
       raise
-    fail(str(e))
+    status = getattr(e, 'exit_status', None)  # a fault (inception_jax.faults) has its own
+    fail(str(e), status or EXIT_STATUS, at_once=status is not None)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -135,9 +135,7 @@ class MetricWriter:
 
   def _replace(self, rows: list[dict]) -> None:
     """Rewrites the log atomically: a crash mid-write leaves the previous version."""
-    with gfile.GFile(self.path + '.tmp', 'w') as f:
-      f.write(''.join(json.dumps(row) + '\n' for row in rows))
-    gfile.rename(self.path + '.tmp', self.path, overwrite=True)
+    runtime.write_atomically(self.path, ''.join(json.dumps(row) + '\n' for row in rows))
 
   def progress(self, step: int, total: int, scalars: dict[str, float], images_per_sec: float,
                eta_sec: float) -> None:

@@ -130,6 +130,23 @@ def tensorflow():
   return tf
 
 
+def write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` (local or gs://) through a temporary file renamed over it: a crash or
+  a full disk mid-write leaves the previous version (and no temporary file)."""
+  gfile = tensorflow().io.gfile
+  temporary = path + '.tmp'
+  try:
+    with gfile.GFile(temporary, 'w') as f:
+      f.write(text)
+    gfile.rename(temporary, path, overwrite=True)
+  except BaseException:
+    try:
+      gfile.remove(temporary)
+    except Exception:  # pylint: disable=broad-except  (never written, or gone)
+      pass
+    raise
+
+
 def start() -> None:
   """What every program runs before anything else: `on_import`'s settings, and Python library
   logs (absl, Orbax) at warnings and above unless `--verbosity` was given."""

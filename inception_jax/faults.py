@@ -1,0 +1,202 @@
+"""Faults a long run meets (a full disk, an unwritable workdir, a lost process), each turned into
+a few lines that name it, the place and the next step.
+
+A `Fault` is a `UserError` whose cause is outside the settings: the programs print its message
+alone and exit with `EXIT_STATUS` (75, EX_TEMPFAIL: "try again", which is what rerunning the
+same command does: it resumes from the latest checkpoint). They exit at once (`os._exit`),
+without Python's shutdown, because the threads still running (Orbax's writers, the distributed
+client's shutdown barrier) would otherwise print pages of tracebacks after the message or abort
+the process; nothing they hold is worth waiting for: a checkpoint counts only once it is
+finalized, and finalized checkpoints are on disk. From the Python API a `Fault` is an ordinary
+exception.
+
+What the programs do for each fault, and the tests that show it: README.md, "Reliability".
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import sys
+from typing import Optional
+import uuid
+
+from inception_jax import errors, runtime
+from inception_jax.errors import UserError, chain
+
+EXIT_STATUS = 75  # os.EX_TEMPFAIL
+
+# How a full disk reads in the errors of Python (errno), TensorFlow's gfile and TensorStore
+# (Orbax's writer: "RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']").
+_DISK_FULL = re.compile(r'No space left on device|Disk quota exceeded|'
+                        rf"os_error_code='({errno.ENOSPC}|{errno.EDQUOT})'")
+# How a lost peer reads in the error of a collective or of the distributed runtime.
+_PEER_LOST = re.compile(r'Gloo .*failed|Connection reset by peer|Connection refused|'
+                        r'heartbeat timeout|stopped sending heartbeats|Socket closed|'
+                        r'NCCL (error|failure)|UNAVAILABLE', re.IGNORECASE)
+
+
+class Fault(UserError):
+  """A fault of the machine, the disk or the cluster, described with what to do next."""
+  exit_status = EXIT_STATUS
+
+
+class DiskFull(Fault, OSError):
+  pass
+
+
+class PeerLost(Fault):
+  pass
+
+
+def _text(error: BaseException) -> str:
+  return ' '.join(f'{type(e).__name__}: {e}' for e in chain(error))
+
+
+def is_disk_full(error: BaseException) -> bool:
+  if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain(error)):
+    return True
+  return bool(_DISK_FULL.search(_text(error)))
+
+
+def is_peer_lost(error: BaseException) -> bool:
+  return bool(_PEER_LOST.search(_text(error)))
+
+
+def failed_path(error: BaseException) -> Optional[str]:
+  """The file a failed write names, where its message names one."""
+  for e in chain(error):
+    if isinstance(e, OSError) and e.filename:
+      return str(e.filename)
+    found = re.search(r'(?:Failed writing|writing|file):? "?(/[^\s":]+|gs://[^\s":]+)', str(e))
+    if found:
+      return found[1]
+  return None
+
+
+def latest_saved_step(workdir: str) -> Optional[int]:
+  """The newest finalized checkpoint step in `workdir` (local or gs://), read from the directory
+  names (an unfinished save has a temporary name)."""
+  gfile = runtime.tensorflow().io.gfile
+  directory = os.path.join(workdir, 'checkpoints')
+  if not gfile.isdir(directory):
+    return None
+  steps = [int(name.strip('/')) for name in gfile.listdir(directory) if name.strip('/').isdigit()]
+  return max(steps) if steps else None
+
+
+_WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
+
+
+def set_current_workdir(workdir: str) -> None:
+  _WORKDIR[:] = [workdir]
+
+
+def current_workdir() -> Optional[str]:
+  return _WORKDIR[0] if _WORKDIR else None
+
+
+def resume_hint(workdir: str, hosts: bool = False) -> str:
+  """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'."""
+  step = latest_saved_step(workdir)
+  where = (f'it resumes from step {step} ({os.path.join(workdir, "checkpoints", str(step))})'
+           if step is not None else 'no checkpoint was saved yet, so it starts again')
+  return f'rerun the same command{" on every host" if hosts else ""}: {where}'
+
+
+def disk_full(error: BaseException, workdir: str) -> DiskFull:
+  path = failed_path(error) or workdir
+  free = _free_bytes(workdir)
+  left = f' ({mib(free)} free)' if free is not None else ''
+  return DiskFull(f'the disk holding {workdir} is full{left}: writing {path} failed. Nothing '
+                  f'saved before is lost. Free space there (or use a --workdir on a larger disk, '
+                  f'copying this one), then {resume_hint(workdir)}.')
+
+
+def mib(size: float) -> str:
+  return f'{size / 2**20:.{1 if size < 10 * 2**20 else 0}f} MiB'
+
+
+def _free_bytes(path: str) -> Optional[int]:
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path)
+  if '://' in path or not path:
+    return None
+  return shutil.disk_usage(path).free
+
+
+def check_workdir(workdir: str, checkpoint_bytes: int = 0) -> None:
+  """Fails before anything is compiled where `workdir` cannot be created or written, or where its
+  disk lacks room for one checkpoint of `checkpoint_bytes`; warns where it lacks room for the
+  `keep` checkpoints a run holds (callers pass what they know)."""
+  gfile = runtime.tensorflow().io.gfile
+  probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
+  try:
+    gfile.makedirs(workdir)
+    with gfile.GFile(probe, 'w') as f:
+      f.write('inception_jax checks that the workdir is writable\n')
+    gfile.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  (OSError or tf.errors.*)
+    if is_disk_full(e):
+      raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '
+                     'another --workdir.') from None
+    reason = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
+    reason = re.sub(r'^\S+; ', '', reason.strip().splitlines()[0])  # gfile starts with the path
+    raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
+                    'Choose a directory you can write, or fix its permissions.') from None
+  free = _free_bytes(workdir)
+  if free is not None and checkpoint_bytes and free < checkpoint_bytes:
+    raise DiskFull(f'--workdir={workdir}: its disk has {mib(free)} free, less than one '
+                   f'checkpoint of this run ({mib(checkpoint_bytes)}). Free space '
+                   'there or choose another --workdir.')
+
+
+class _QuietFaults(logging.Filter):
+  """Drops the errors that libraries' background threads log, traceback and all, for a fault that
+  this module reports itself in a sentence (Orbax logs a full disk from each of its writers)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.WARNING:
+      return True
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += ' ' + _text(record.exc_info[1])
+    return not _DISK_FULL.search(text)
+
+
+def _closed_loop_noise(unraisable) -> bool:
+  """A RuntimeError('Event loop is closed') from `call_soon_threadsafe`: TensorStore's callbacks
+  reaching the event loop of an Orbax save that failed and closed it (hundreds follow a full
+  disk, reported by TensorStore as unraisable)."""
+  traceback = unraisable.exc_traceback
+  while traceback is not None and traceback.tb_next is not None:
+    traceback = traceback.tb_next
+  return (unraisable.exc_type is RuntimeError and 'Event loop is closed' in
+          str(unraisable.exc_value) and traceback is not None
+          and 'asyncio' in traceback.tb_frame.f_code.co_filename)
+
+
+def quiet_library_faults() -> None:
+  """Installs `_QuietFaults` on absl's logger (Orbax logs through it), and a
+  `sys.unraisablehook` that drops `_closed_loop_noise`; idempotent."""
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _QuietFaults) for f in logger.filters):
+    logger.addFilter(_QuietFaults())
+  previous = sys.unraisablehook
+  if getattr(previous, 'inception_jax', False):
+    return
+
+  def hook(unraisable):
+    if not _closed_loop_noise(unraisable):
+      previous(unraisable)
+  hook.inception_jax = True
+  sys.unraisablehook = hook
+
+
+def exit_now(message: str, status: int = EXIT_STATUS) -> None:
+  """Prints `error: message` and ends the process at once, skipping the interpreter's shutdown
+  (see the module's docstring): for a fault met outside the main thread."""
+  errors.fail(message, status, at_once=True)
