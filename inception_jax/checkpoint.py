@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from inception_jax import runtime
@@ -26,6 +27,65 @@ from inception_jax.errors import MissingError
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
+
+
+DIGEST = 'digest'  # the item of a training checkpoint that holds `digest(state)`
+
+
+def _leaf_name(path) -> str:
+  """'params/Conv2d_1a_3x3/kernel': the same for a TrainState and the dicts Orbax restores."""
+  return '/'.join(str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in path)
+
+
+@jax.jit
+def _sums(leaves: list[jax.Array]) -> list[jax.Array]:
+  """Per array: the sum of its bits read as unsigned words, and the sum weighted by position
+  (odd weights), modulo 2**32. Any change of one word changes the second; integer sums do not
+  depend on the order of addition, so every device count and topology gets the same digest."""
+  out = []
+  for x in leaves:
+    x = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    words = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+    weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+    out.append(jnp.stack([jnp.sum(words, dtype=jnp.uint32),
+                          jnp.sum(words * weights, dtype=jnp.uint32)]))
+  return out
+
+
+def digest(tree: Any) -> dict[str, list[int]]:
+  """{array name: [sum, weighted sum]} of `tree`'s arrays (`_sums`): what a checkpoint records
+  of its state, to tell on restore whether the bytes read back are the bytes written. Not a
+  cryptographic hash: it catches corruption (a flipped byte, a stale block), not tampering."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  sums = jax.device_get(_sums([jnp.asarray(leaf) for _, leaf in flat]))
+  return {_leaf_name(path): [int(v) for v in value] for (path, _), value in zip(flat, sums)}
+
+
+class CorruptCheckpoint(MissingError):
+  """A checkpoint whose arrays read back differ from the digest recorded when it was saved."""
+
+
+def verify(tree: Any, recorded: Optional[dict], where: str) -> None:
+  """Raises `CorruptCheckpoint` naming the first array of `tree` whose digest differs from
+  `recorded` (None: a checkpoint written before digests were recorded, not checked)."""
+  if recorded is None:
+    return
+  found = digest(tree)
+  recorded = {name: list(value) for name, value in recorded.items()}
+  changed = sorted(name for name in set(found) | set(recorded)
+                   if found.get(name) != recorded.get(name))
+  if changed:
+    more = f' and {len(changed) - 1} more arrays differ' if len(changed) > 1 else ' differs'
+    raise CorruptCheckpoint(f'{where}: {changed[0]}{more} from the digest recorded when it was '
+                            'saved (the bytes on disk changed after the write)')
+
+
+def _recorded_digest(step_dir: str) -> Optional[dict]:
+  path = epath.Path(step_dir) / DIGEST
+  if not path.exists():
+    return None
+  return dict(ocp.JsonCheckpointHandler().restore(path))
 
 
 class Checkpointer:
@@ -39,7 +99,7 @@ class Checkpointer:
         preservation_policy=ocp.checkpoint_managers.LatestN(self.keep),
         enable_async_checkpointing=True, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(self.directory, options=options,
-                                 item_names=('state', 'data'))
+                                 item_names=('state', 'data', DIGEST))
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -50,7 +110,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+        **{DIGEST: ocp.args.JsonSave(digest(state))}), force=True)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -61,6 +122,8 @@ class Checkpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        step_dir = os.path.join(self.directory, str(step))
+        verify(restored['state'], _recorded_digest(step_dir), step_dir)
         return step, restored['state'], dict(restored['data'])
       except Exception as e:  # pylint: disable=broad-except
         self._set_aside(step, e)
@@ -121,10 +184,9 @@ class ModelRecord:
                f'{source}:{os.path.abspath(input_path)}')
 
   def write(self, directory: str) -> None:
-    tf = runtime.tensorflow()  # gfile: local paths and gs://
-    tf.io.gfile.makedirs(directory)
-    with tf.io.gfile.GFile(os.path.join(directory, MODEL_INFO), 'w') as f:
-      f.write(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+    runtime.tensorflow().io.gfile.makedirs(directory)  # gfile: local paths and gs://
+    runtime.write_atomically(os.path.join(directory, MODEL_INFO),
+                             json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
 
   @classmethod
   def read(cls, path: str, step_dirs: bool = True) -> Optional['ModelRecord']:
@@ -185,6 +247,7 @@ def load_variables(path: str, ema: bool = False) -> Any:
     path = os.path.join(path, 'checkpoints', str(max(steps)))
   if os.path.isdir(os.path.join(path, 'state')):
     state = _restore_on_host(os.path.join(path, 'state'))
+    verify(state, _recorded_digest(path), path)
     params = state['ema_params'] if ema and state.get('ema_params') else state['params']
     return {'params': params, 'batch_stats': state['batch_stats']}
   if not os.path.isdir(path):
