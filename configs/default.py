@@ -60,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.color_distortion = False  # TF-slim's optional colour jitter in training
   config.dataset.min_crop_area = 0.05  # smallest training crop, as a fraction of the image area
   config.dataset.eval_split = config_dict.placeholder(str)  # None: validation (ImageNet), test, val
+  # folder:PATH skips (and reports) images of more pixels than this: a decompression-bomb guard.
+  config.dataset.max_image_pixels = 89_478_485
 
   config.batch_size = 1024  # global, over all devices and hosts
   config.eval_batch_size = 1024  # global; the last eval batch is padded and masked

@@ -14,8 +14,8 @@ from typing import Any
 import flax
 import numpy as np
 
-from inception_jax import checkpoint as ckpt
-from inception_jax.errors import ConfigError
+from inception_jax import checkpoint as ckpt, runtime
+from inception_jax.errors import ConfigError, MissingError
 from inception_jax.models import InceptionNetwork, stack_blocks, unstack_blocks
 from inception_jax.models.names import AUX_LOGITS
 
@@ -41,6 +41,13 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
   if differences:
     raise ConfigError(f'{workdir} holds checkpoints of another network than this config builds; '
                       f'resume with {ckpt.config_flags(differences)}, or train in a new workdir.')
+
+
+def check_init_from_exists(path: str) -> None:
+  """Fails, naming the field, where `config.init_from` points at nothing (local or gs://)."""
+  if not runtime.tensorflow().io.gfile.isdir(path):
+    raise MissingError(f'config.init_from={path}: no such directory. Point it at a directory '
+                       'written by `python -m inception_jax.convert` or at a training workdir.')
 
 
 def check_pretrained(path: str, name: str, network: InceptionNetwork) -> None:

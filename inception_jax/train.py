@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import re
 import signal
 import time
 from typing import Iterator, Sequence
@@ -24,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, optim, restore
+from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore
 from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
@@ -73,7 +74,7 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
     if value <= 0 or value % len(devices):
       raise ConfigError(f'config.{field}={value} must be a positive multiple of the '
                         f'{len(devices)} devices ({processes} process(es)) it is split over.')
-  model_class(config.model.name)
+  cls = model_class(config.model.name)
   for event in EVENTS:
     steps, epochs = config[f'{event}_every_steps'], config.get(f'{event}_every_epochs')
     if steps is None and epochs is None:
@@ -83,6 +84,68 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
   if config.num_train_steps is None and config.num_epochs <= 0:
     raise ConfigError('Set config.num_train_steps or a positive config.num_epochs.')
+  for field, (interval, hint) in RANGES.items():
+    value = _field(config, field)
+    if value is not None and not in_interval(value, interval):
+      raise ConfigError(f'config.{field}={value} must be in {interval}'
+                        + (f' ({hint}).' if hint else '.'))
+  scale = config.model.get('residual_scale')
+  if scale is not None and any(s < 0 for s in np.ravel(np.asarray(scale, dtype=float))):
+    raise ConfigError(f'config.model.residual_scale={scale} must not be negative (the paper '
+                      'scales residuals by 0.1 to 0.3; 1 adds them unscaled).')
+  size = config.dataset.image_size
+  if not config.model.get('small_inputs') and size < cls.min_size:
+    raise ConfigError(f'config.dataset.image_size={size} is below the {cls.min_size} pixels '
+                      f'{config.model.name} needs; raise it (pretrained: {cls.default_size}) or '
+                      'set config.model.small_inputs=True for small images such as CIFAR-10.')
+
+
+def _field(config: ml_collections.ConfigDict, dotted: str):
+  node = config
+  for key in dotted.split('.'):
+    if key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def _ranges(table: str) -> dict[str, tuple[str, str]]:
+  """{field: (interval, hint)} from lines 'field  interval  hint'."""
+  rows = [re.match(r'(\S+)\s+([(\[].*?[)\]])\s*(.*)', line) for line in table.strip().splitlines()]
+  return {row[1]: (row[2], row[3]) for row in rows}
+
+
+def in_interval(value: float, interval: str) -> bool:
+  """Whether `value` lies in `interval`, written '(0, 1]', '[0, inf)' and so on."""
+  low, high = (float(x) for x in interval[1:-1].split(','))
+  above = value > low if interval[0] == '(' else value >= low
+  below = value < high if interval[-1] == ')' else value <= high
+  return above and below
+
+
+# Fields whose sensible values form an interval, and what to set (checked by `validate`).
+RANGES = _ranges("""
+learning_rate           (0, inf)  the paper: 0.045 at batch 256
+reference_batch_size    (0, inf)
+model.dropout_keep      (0, 1]    the keep probability; the paper: 0.8, 1 disables dropout
+model.depth_multiplier  (0, inf)  1.0: the paper's widths
+model.bn_momentum       [0, 1)    TF-slim: 0.9997
+lr_decay_rate           (0, 1]    the paper: 0.94
+lr_decay_epochs         (0, inf)  the paper: 2
+warmup_epochs           [0, inf)
+rmsprop_decay           [0, 1)    the paper: 0.9
+rmsprop_momentum        [0, 1)    TF-slim: 0.9
+rmsprop_epsilon         (0, inf)  the paper: 1.0
+grad_clip_norm          [0, inf)  0 disables clipping
+weight_decay            [0, inf)
+label_smoothing         [0, 1)    the Inception-v3 paper: 0.1
+aux_loss_weight         [0, inf)
+ema_decay               [0, 1)    0 evaluates the raw parameters
+keep_checkpoints        [1, inf)
+num_train_steps         [1, inf)  or unset it to train config.num_epochs
+dataset.min_crop_area   (0, 1]    a fraction of the image area
+dataset.max_image_pixels  (0, inf)  folder:PATH skips larger images; default 89,478,485
+""")
 
 
 def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
@@ -157,6 +220,11 @@ class Trainer(Job):
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     validate(config)
     self.workdir = workdir
+    faults.set_current_workdir(workdir)
+    faults.quiet_library_faults()
+    faults.check_workdir(workdir)  # writable: before the data and the compiles
+    if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming ignores init_from
+      restore.check_init_from_exists(config.init_from)
     super().__init__(config, create_source(
         config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
@@ -167,9 +235,16 @@ class Trainer(Job):
   def __enter__(self) -> 'Trainer':
     return self
 
-  def __exit__(self, *exc) -> None:
-    self.checkpointer.close()
-    self.writer.close()
+  def __exit__(self, kind, error, traceback) -> None:
+    if error is not None and (faults.is_disk_full(error) or faults.is_peer_lost(error)):
+      return  # waiting for the writes in flight would fail again, or wait for a lost process
+    try:
+      self.checkpointer.close()
+      self.writer.close()
+    except Exception:  # pylint: disable=broad-except
+      if error is None:
+        raise
+      logging.exception('Closing the checkpointer after an error failed as well.')
 
   def pretrained_state(self, path: str) -> TrainState:
     restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
@@ -193,7 +268,11 @@ class Trainer(Job):
       multihost_utils.sync_global_devices('model_info_read')
     if jax.process_index() == 0:
       record.write(self.workdir)
-    restored = self.checkpointer.restore_latest(checkpointed(self.abstract_state()))
+    abstract = checkpointed(self.abstract_state())
+    if jax.process_index() == 0:  # room for a checkpoint, before anything is compiled
+      faults.check_workdir(self.workdir, sum(a.size * a.dtype.itemsize
+                                              for a in jax.tree_util.tree_leaves(abstract)))
+    restored = self.checkpointer.restore_latest(abstract)
     if restored is not None:
       step, state, data_state = restored
       state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=self.replicated,
@@ -319,7 +398,23 @@ def due(step: int, every: int, last: int) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the final eval."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the final eval.
+
+  A full disk or a lost process raises a `faults.Fault` that says what happened and that rerunning
+  resumes (`main` prints it and exits with status 75); what was saved before is kept."""
+  try:
+    return _train_and_evaluate(config, workdir)
+  except faults.Fault:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if faults.is_disk_full(e):
+      raise faults.disk_full(e, workdir) from e
+    if jax.process_count() > 1 and faults.is_peer_lost(e):
+      raise distributed.peer_lost(e) from e
+    raise
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   with Trainer(config, workdir) as trainer:
     start, state = trainer.start()
     num_steps, last_eval = trainer.num_steps, {}
