@@ -1,19 +1,25 @@
 """The user's own images: `folder:PATH` with PATH/train/<class>/* and PATH/val/<class>/*.
 
-JPEG and PNG files (also GIF and BMP, first frame). Classes are the sorted sub-directory names of
-PATH/train; PATH/val may hold a subset of them. An unreadable or corrupt file never stops the run:
-it is replaced by a blank placeholder that is masked out of the loss and the metrics, counted, and
-reported (with its path) at the end of each epoch and after each evaluation.
+JPEG and PNG files (also GIF and BMP, first frame), in colour or greyscale, CMYK, 8 or 16 bits, or
+a palette: each is decoded to 8-bit RGB. Classes are the sorted sub-directory names of PATH/train;
+PATH/val may hold a subset of them. A file that cannot be used never stops the run (unreadable,
+empty, corrupt, not an image, or larger than `config.dataset.max_image_pixels`): it is replaced
+by a blank placeholder that is masked out of the loss and the metrics, counted, and reported (with
+its path and why) at the end of each epoch and after each evaluation.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import os
+import re
 import threading
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
+import warnings
 
 import numpy as np
+from PIL import Image
 
 from inception_jax import runtime
 from inception_jax.data.base import register
@@ -44,11 +50,44 @@ def list_images(split_dir: str, classes: list[str]) -> tuple[list[str], np.ndarr
   return paths, np.asarray(labels, np.int32)
 
 
-class FolderReader:
-  """Reads image files by index, checking once per file that they decode."""
+# Images of more pixels than this are skipped, not decoded: a decompression-bomb guard (a small
+# file that decodes to gigabytes). Pillow's default limit; config.dataset.max_image_pixels sets it.
+MAX_PIXELS = 89_478_485
 
-  def __init__(self, paths: list[str], labels: np.ndarray, split: str):
+
+def _too_large(data: bytes, max_pixels: int) -> Optional[str]:
+  """Why `data` is not decoded where its header declares more than `max_pixels` pixels (read by
+  Pillow, which reads the header alone), else None."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      width, height = Image.open(io.BytesIO(data)).size
+  except Image.DecompressionBombError:
+    return f'more than twice Pillow\'s limit of {Image.MAX_IMAGE_PIXELS:,} pixels'
+  except Exception:  # pylint: disable=broad-except  (TensorFlow's decoder says what is wrong)
+    return None
+  if width * height <= max_pixels:
+    return None
+  return (f'{width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} '
+          '(config.dataset.max_image_pixels)')
+
+
+def _reason(error: Exception) -> str:
+  """The first line of a read or decode error, without TensorFlow's op prefix."""
+  text = getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
+  text = re.sub(r'\{\{[^}]*\}\}\s*', '', text).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+class FolderReader:
+  """Reads image files by index, checking once per file that they decode (and are not too large
+  to decode: `MAX_PIXELS`). Greyscale, CMYK, 16-bit and palette images are converted to 8-bit RGB
+  by the decoder."""
+
+  def __init__(self, paths: list[str], labels: np.ndarray, split: str,
+               max_pixels: int = MAX_PIXELS):
     self.paths, self.labels, self.split = paths, labels, split
+    self.max_pixels = max_pixels
     self._valid: dict[int, bool] = {}
     self._reasons: dict[int, str] = {}
     self._skipped: set[int] = set()
@@ -60,12 +99,16 @@ class FolderReader:
     try:
       data = tf.io.read_file(self.paths[index]).numpy()
       if index not in self._valid:
+        if not data:
+          raise OSError('empty file (0 bytes)')
+        too_large = _too_large(data, self.max_pixels)
+        if too_large:
+          raise OSError(too_large)
         tf.io.decode_image(data, channels=3, expand_animations=False)
         self._valid[index] = True
       return data, True
     except (tf.errors.OpError, OSError) as e:
-      reason = getattr(e, 'message', None) or str(e)  # reported with the path by `report`
-      self._reasons[index] = reason.strip().splitlines()[0] if reason.strip() else type(e).__name__
+      self._reasons[index] = _reason(e)  # reported with the path by `report`
       self._valid[index] = False
       return placeholder(), False
 
@@ -117,8 +160,9 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
                    - set(classes))
   if unknown:
     raise ConfigError(f'{val_dir} has classes that {train_dir} lacks: {", ".join(unknown)}.')
-  train = FolderReader(*list_images(train_dir, classes), 'train')
-  evaluation = FolderReader(*list_images(val_dir, classes), 'val')
+  max_pixels = dataset_config.get('max_image_pixels') or MAX_PIXELS
+  train = FolderReader(*list_images(train_dir, classes), 'train', max_pixels)
+  evaluation = FolderReader(*list_images(val_dir, classes), 'val', max_pixels)
   for reader, where in ((train, train_dir), (evaluation, val_dir)):
     if not reader.paths:
       raise MissingError(f'No images ({", ".join(EXTENSIONS)}) under {where}/<class>/.')
