@@ -3,6 +3,8 @@ geometry."""
 
 import os
 import re
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -270,3 +272,72 @@ def test_photograph_folder_cuts_two_classes_from_disjoint_parts(tmp_path):
   paths = samples.write_photographs(str(tmp_path / 'originals'))
   assert [os.path.basename(p) for p in paths] == ['china.jpg', 'flower.jpg']
   assert tf.io.decode_jpeg(tf.io.read_file(paths[0])).shape == (427, 640, 3)
+
+
+def test_folder_reader_converts_odd_images_and_skips_bad_files_saying_why(request, capsys):
+  """Greyscale, CMYK, 16-bit, palette and RGBA images are converted to 8-bit RGB; an empty file,
+  a non-image named .jpg, an image above the pixel limit and an unreadable file are skipped, each
+  reported with its reason."""
+  import io
+
+  from PIL import Image
+
+  from inception_jax.data import folder
+  colour = np.zeros((30, 40, 3), np.uint8)
+  colour[...] = (200, 90, 30)
+  encoded = {}
+  for name, image, kind in (('grey.jpg', Image.fromarray(colour[..., 0]), 'JPEG'),
+                            ('cmyk.jpg', Image.fromarray(colour).convert('CMYK'), 'JPEG'),
+                            ('grey16.png', Image.fromarray(colour[..., 0].astype(np.uint16) * 257),
+                             'PNG'),
+                            ('palette.png', Image.fromarray(colour).convert(
+                                'P', palette=Image.ADAPTIVE), 'PNG'),
+                            ('rgba.png', Image.fromarray(colour).convert('RGBA'), 'PNG'),
+                            ('large.png', Image.fromarray(np.zeros((400, 500, 3), np.uint8)),
+                             'PNG')):
+    buffer = io.BytesIO()
+    image.save(buffer, kind, quality=95) if kind == 'JPEG' else image.save(buffer, kind)
+    encoded[name] = buffer.getvalue()
+  encoded['rgb16.png'] = folder.tf.io.encode_png(colour.astype(np.uint16) * 257).numpy()
+  encoded['empty.jpg'] = b''
+  encoded['notes.jpg'] = b'these are notes, not a JPEG\n'
+  encoded['locked.png'] = encoded['palette.png']
+  # Read as nobody where the suite runs as root (root reads any file): a directory nobody can
+  # reach, unlike pytest's tmp_path.
+  directory = tempfile.mkdtemp(prefix='inception_jax_images_')
+  os.chmod(directory, 0o755)
+  request.addfinalizer(lambda: shutil.rmtree(directory, ignore_errors=True))
+  for name, data in encoded.items():
+    with open(os.path.join(directory, name), 'wb') as f:
+      f.write(data)
+  os.chmod(os.path.join(directory, 'locked.png'), 0)
+  names = sorted(encoded)
+  reader = folder.FolderReader([os.path.join(directory, n) for n in names],
+                               np.zeros(len(names), np.int32), 'train', max_pixels=100_000)
+  as_root = os.geteuid() == 0
+  if as_root:
+    os.setegid(65534)
+    os.seteuid(65534)
+  try:
+    data, _, ok = reader(np.arange(len(names)))
+  finally:
+    if as_root:
+      os.seteuid(0)
+      os.setegid(0)
+  usable = dict(zip(names, ok))
+  assert not any(usable[n] for n in ('empty.jpg', 'notes.jpg', 'large.png', 'locked.png'))
+  for name in ('grey.jpg', 'cmyk.jpg', 'grey16.png', 'rgb16.png', 'palette.png', 'rgba.png'):
+    assert usable[name], name
+    pixels = folder.tf.io.decode_image(data[names.index(name)], channels=3,
+                                       expand_animations=False).numpy()
+    expected = (200, 200, 200) if name.startswith('grey') else (200, 90, 30)
+    np.testing.assert_allclose(pixels[15, 20], expected, atol=3, err_msg=name)
+  reader.report('epoch 0')
+  out = capsys.readouterr().out
+  assert out.startswith('4 unreadable image(s) skipped in train epoch 0: '), out
+  assert 'empty.jpg (empty file (0 bytes))' in out
+  assert 'large.png (500x400 = 200,000 pixels, above the limit of 100,000 ' \
+         '(config.dataset.max_image_pixels))' in out
+  assert re.search(r'locked.png \(.*Permission denied', out), out
+  assert re.search(r'notes.jpg \((Unknown image file format|.*not .*image)', out), out
+  assert '{{' not in out  # TensorFlow's op prefix is dropped

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -42,6 +43,12 @@ def command(workdir, *extra_flags, config=TINY_CONFIG, **overrides):
   flags = [f'--config.{k}={v}' for k, v in overrides.items()]
   return [sys.executable, '-m', 'inception_jax.main', f'--config={config}',
           f'--workdir={workdir}', *flags, *extra_flags]
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def environment(devices=1):
