@@ -15,6 +15,7 @@ What the programs do for each fault, and the tests that show it: README.md, "Rel
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -116,6 +117,16 @@ def disk_full(error: BaseException, workdir: str) -> DiskFull:
                   f'copying this one), then {resume_hint(workdir)}.')
 
 
+def _missing_directories(path: str) -> list[str]:
+  """The local directories that `makedirs(path)` would create, deepest first."""
+  missing = []
+  path = os.path.abspath(path) if '://' not in path else ''
+  while path and not os.path.exists(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing
+
+
 def mib(size: float) -> str:
   return f'{size / 2**20:.{1 if size < 10 * 2**20 else 0}f} MiB'
 
@@ -129,16 +140,20 @@ def _free_bytes(path: str) -> Optional[int]:
 
 
 def check_workdir(workdir: str, checkpoint_bytes: int = 0) -> None:
-  """Fails before anything is compiled where `workdir` cannot be created or written, or where its
-  disk lacks room for one checkpoint of `checkpoint_bytes`; warns where it lacks room for the
-  `keep` checkpoints a run holds (callers pass what they know)."""
+  """Fails before anything is compiled where `workdir` cannot be created or written (found by
+  writing a file there, then removing it and any directory made for it), or where its disk lacks
+  room for one checkpoint of `checkpoint_bytes` bytes."""
   gfile = runtime.tensorflow().io.gfile
   probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
+  created = _missing_directories(workdir)
   try:
     gfile.makedirs(workdir)
     with gfile.GFile(probe, 'w') as f:
       f.write('inception_jax checks that the workdir is writable\n')
     gfile.remove(probe)
+    for directory in created:  # made again when something is written: a failed start leaves none
+      with contextlib.suppress(OSError):
+        os.rmdir(directory)
   except Exception as e:  # pylint: disable=broad-except  (OSError or tf.errors.*)
     if is_disk_full(e):
       raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '

@@ -61,7 +61,7 @@ def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
   preemption checkpoint of a pod depends on it. Elsewhere a single process starts nothing."""
   from inception_jax import distributed
   calls = []
-  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: calls.append(a))
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **k: calls.append((a, k)))
   for name in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS'):
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setattr(distributed.glob, 'glob', lambda pattern: [])
@@ -71,7 +71,8 @@ def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
                       lambda pattern: ['/dev/accel0'] if pattern == '/dev/accel*' else [])
   monkeypatch.setattr(jax, 'process_index', lambda: 0)
   distributed.initialize()
-  assert calls == [()] and distributed.on_tpu_vm()
+  # JAX's heartbeat waits longer than PeerWatch (60 s by default), which reports a lost process.
+  assert calls == [((), {'heartbeat_timeout_seconds': 130})] and distributed.on_tpu_vm()
 
 
 def test_the_compilation_cache_is_on_in_the_users_cache_unless_chosen_or_opted_out(tmp_path):
