@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.bn_scale = False  # learn BatchNorm gamma (TF-slim: no; timm weights: yes)
   config.model.avg_pool_include_pad = False  # count padding in 3x3 avg pools (timm's v3 weights)
   config.model.bn_momentum = 0.9997  # decay of BatchNorm's moving averages (TF-slim)
+  config.model.bn_folded = False  # BatchNorm as one multiply-add per element (layers.py)
   config.model.dropout_keep = 0.8  # paper: keep probability 0.8 before the classifier
   config.model.small_inputs = False  # small-image stem (CIFAR-10 32x32)
   config.model.depth_multiplier = 1.0  # channel multiplier for scaled-down variants

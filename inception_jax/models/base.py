@@ -16,7 +16,7 @@ from inception_jax.models.scan import Stage, repeat
 
 # Options that every layer's `Ops` takes under the same name: their defaults are Ops's.
 OPS_OPTIONS = ('dtype', 'bn_scale', 'bn_momentum', 'bn_epsilon', 'depth_multiplier',
-               'avg_pool_include_pad')
+               'avg_pool_include_pad', 'bn_folded')
 
 
 class InceptionNetwork(nn.Module):
@@ -45,6 +45,8 @@ class InceptionNetwork(nn.Module):
     repeats: blocks in each of the three grids (35x35, 17x17, 8x8); None keeps the architecture's.
     avg_pool_include_pad: count padding in the blocks' 3x3 average pools, as PyTorch does by default
       (timm's Inception-v3; needed for its outputs). TF-slim, Keras and timm's other models: no.
+    bn_folded: apply BatchNorm as one float32 multiply-add per element (same variables and
+      statistics, other rounding; `layers.FoldedBatchNorm`).
   """
   num_classes: int = 1000
   dropout_keep: float = 0.8
@@ -59,6 +61,7 @@ class InceptionNetwork(nn.Module):
   depth_multiplier: float = Ops.depth_multiplier
   repeats: Optional[tuple[int, int, int]] = None
   avg_pool_include_pad: bool = Ops.avg_pool_include_pad
+  bn_folded: bool = Ops.bn_folded
 
   default_size: ClassVar[int] = 299
   min_size: ClassVar[int] = 75
@@ -76,7 +79,8 @@ class InceptionNetwork(nn.Module):
   numeric_options: ClassVar[tuple[str, ...]] = (
       'avg_pool_include_pad', 'bn_epsilon', 'small_inputs')
   # Options of how the function is computed or trained, not of what it is.
-  runtime_options: ClassVar[tuple[str, ...]] = ('dtype', 'remat', 'dropout_keep', 'bn_momentum')
+  runtime_options: ClassVar[tuple[str, ...]] = ('dtype', 'remat', 'dropout_keep', 'bn_momentum',
+                                                'bn_folded')
   # What a run starting from pretrained variables may change: a new classifier width, an aux head
   # added or left out, the block layout (converted on loading), the small-image stem (same
   # variables, and the point of fine-tuning on small images).

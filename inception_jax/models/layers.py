@@ -90,6 +90,9 @@ class Ops:
       TF-slim calls this `align_feature_maps`).
     avg_pool_include_pad: count padded zeros in SAME average pools (PyTorch's default, which timm's
       Inception-v3 uses); TF, Keras and the other timm models leave them out.
+    bn_folded: apply BatchNorm as one float32 multiply-add per element (`FoldedBatchNorm`): the
+      same variables and statistics, other rounding (issue 18's candidate for GPU speed;
+      BENCHMARKS.md).
   """
   dtype: Dtype = jnp.float32
   bn_scale: bool = False
@@ -99,6 +102,7 @@ class Ops:
   min_depth: int = 8
   same_padding: bool = False
   avg_pool_include_pad: bool = False
+  bn_folded: bool = False
 
   def depth(self, channels: int) -> int:
     if self.depth_multiplier == 1.0:
@@ -154,10 +158,47 @@ class ConvBN(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.ops.dtype)
     y = conv_general_dilated(x, kernel, (self.stride, self.stride), self.padding,
                              dimension_numbers=NHWC_HWIO)
-    y = nn.BatchNorm(use_running_average=not train, momentum=self.ops.bn_momentum,
-                     epsilon=self.ops.bn_epsilon, use_scale=self.ops.bn_scale,
-                     dtype=self.ops.dtype, name='BatchNorm')(y)
+    norm = FoldedBatchNorm if self.ops.bn_folded else nn.BatchNorm
+    y = norm(use_running_average=not train, momentum=self.ops.bn_momentum,
+             epsilon=self.ops.bn_epsilon, use_scale=self.ops.bn_scale, dtype=self.ops.dtype,
+             name='BatchNorm')(y)
     return nn.relu(y)
+
+
+class FoldedBatchNorm(nn.Module):
+  """`nn.BatchNorm` over the last axis with its variables (`scale`, `bias`; `batch_stats` `mean`,
+  `var`), statistics (one pass in float32: E[x] and E[x^2]) and moving averages, applied as one
+  float32 multiply-add per element, `x * a + b`, with the per-channel a = scale / sqrt(var + eps)
+  and b = bias - mean * a, then cast to the compute dtype. flax applies `(x - mean) * a + bias`:
+  the same to float32 rounding, but folding the mean into `b` rounds `x * a` before the mean is
+  taken away, which loses about |mean| / std times float32's precision (BENCHMARKS.md, issue 18).
+  The gradients' sums are float32 either way."""
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    moving_mean = self.variable('batch_stats', 'mean', jnp.zeros, features, jnp.float32)
+    moving_var = self.variable('batch_stats', 'var', jnp.ones, features, jnp.float32)
+    if self.use_running_average:
+      mean, var = moving_mean.value, moving_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      wide = x.astype(jnp.float32)
+      mean = jnp.mean(wide, axes)
+      var = jnp.maximum(0.0, jnp.mean(jnp.square(wide), axes) - jnp.square(mean))
+      if not self.is_initializing():
+        moving_mean.value = self.momentum * moving_mean.value + (1 - self.momentum) * mean
+        moving_var.value = self.momentum * moving_var.value + (1 - self.momentum) * var
+    mul = lax.rsqrt(var + self.epsilon)
+    if self.use_scale:
+      mul = mul * self.param('scale', nn.initializers.ones, features, jnp.float32)
+    shift = self.param('bias', nn.initializers.zeros, features, jnp.float32) - mean * mul
+    return (x.astype(jnp.float32) * mul + shift).astype(self.dtype or x.dtype)
 
 
 class Tower(nn.Module):
