@@ -54,6 +54,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--depth_multiplier', type=float, default=1.0,
                       help='narrower variants (tests use tiny ones)')
   parser.add_argument('--repeats', default=None, help='blocks per grid, e.g. 1,1,1 (default: all)')
+  parser.add_argument('--bn_folded', action='store_true',
+                      help='BatchNorm as one multiply-add per element (config.model.bn_folded)')
 
 
 def arguments(description: str) -> argparse.Namespace:
@@ -94,7 +96,8 @@ def model_and_config(args, **model_fields):
   """`args.model` and its ImageNet config, `config.model` holding `model_fields` and the options of
   `add_model_arguments`."""
   config = default.for_model(args.model)
-  config.model.update(depth_multiplier=args.depth_multiplier, **model_fields)
+  config.model.update(depth_multiplier=args.depth_multiplier, bn_folded=args.bn_folded,
+                      **model_fields)
   if args.repeats:
     config.model.repeats = tuple(int(r) for r in args.repeats.split(','))
   return create(args.model, **steps.options_from_config(config, num_classes=1000)), config
@@ -272,7 +275,7 @@ def measure(args, train: bool) -> dict[str, Any]:
   result = {
       'model': args.model, 'step': 'train' if train else 'inference', 'batch': args.batch,
       'image_size': args.image_size, 'dtype': args.dtype,
-      'layout': 'unrolled' if args.unrolled else 'scan',
+      'layout': 'unrolled' if args.unrolled else 'scan', 'bn_folded': args.bn_folded,
       'device': jax.devices()[0].device_kind, 'device_count': 1,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'jax': jax.__version__,
       'compile_s': round(compile_s, 2), 'img_per_s': round(img_per_s, 2),

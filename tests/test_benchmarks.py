@@ -122,3 +122,24 @@ def test_init_time_prints_json_for_cold_and_warm_caches():
       'inception_resnet_v2', 75, 'jit+scan')
   assert record['cold_s'] > 0 and record['warm_s'] > 0
   assert len(record['runs_cold_s']) == len(record['runs_warm_s']) == 1
+
+
+def test_gpu_speed_variants_run_one_by_one_and_label_their_json(tmp_path):
+  """benchmarks/gpu.sh's SPEED mode (issue 18), dry-run on the CPU with a tiny network: each
+  variant's flags reach its process and its JSON line is labelled."""
+  tiny = ' '.join([*TINY, '--dtype=float32'])
+  result = subprocess.run(['bash', 'benchmarks/gpu.sh', str(tmp_path)], cwd=ROOT,
+                          env=dict(environment(), SPEED='1', VARIANTS='cmdbuf folded',
+                                   PYTHON=sys.executable, EXTRA_ARGS=tiny),
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert '== cmdbuf: inception_resnet_v2 XLA_FLAGS=--xla_gpu_enable_command_buffer' in result.stdout
+  records = [json.loads(line) for line in (tmp_path / 'speed.jsonl').read_text().splitlines()]
+  assert [r['variant'] for r in records] == ['cmdbuf', 'folded']
+  assert '--xla_gpu_enable_command_buffer=FUSION' in records[0]['xla_flags']
+  assert [r['bn_folded'] for r in records] == [False, True]
+  assert all(r['layout'] == 'unrolled' and r['img_per_s'] > 0 for r in records)
+  bad = subprocess.run(['bash', 'benchmarks/gpu.sh', str(tmp_path)], cwd=ROOT,
+                       env=dict(environment(), SPEED='1', VARIANTS='warp9'), capture_output=True,
+                       text=True, timeout=60)
+  assert bad.returncode == 2 and 'unknown variant warp9' in bad.stderr
