@@ -236,7 +236,8 @@ class Trainer(Job):
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or faults.is_peer_lost(error)):
+    if error is not None and (faults.is_disk_full(error) or (
+        jax.process_count() > 1 and faults.is_peer_lost(error))):
       return  # waiting for the writes in flight would fail again, or wait for a lost process
     try:
       self.checkpointer.close()
