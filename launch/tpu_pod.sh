@@ -180,6 +180,14 @@ create_slice() {
   done
 }
 
+# What git tracks and the working tree still has, NUL-separated (a file deleted but not yet
+# committed is left out rather than failing the archive).
+tracked_files() {
+  git -C "$here" ls-files -z | while IFS= read -r -d '' file; do
+    [ -e "$here/$file" ] && printf '%s\0' "$file"
+  done
+}
+
 install() {
   local source
   if [ -n "${REPO_URL:-}" ]; then
@@ -188,9 +196,9 @@ install() {
   else
     local archive=/tmp/inception_jax_$$.tgz
     if [ "$dry_run" = 1 ]; then
-      echo "git -C $(quote "$here") ls-files -z | tar --null -czf $archive -C $(quote "$here") -T -"
+      echo "tracked_files | tar --null -czf $archive -C $(quote "$here") -T -"
     else
-      git -C "$here" ls-files -z | tar --null -czf "$archive" -C "$here" -T - || return 1
+      tracked_files | tar --null -czf "$archive" -C "$here" -T - || return 1
     fi
     gc compute tpus tpu-vm scp "$archive" "$name:inception_jax.tgz" "${where[@]}" --worker=all ||
       return 1
