@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from typing import Any, Iterable, Optional
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from inception_jax import runtime
-from inception_jax.errors import MissingError
+from inception_jax.errors import ConfigError, MissingError
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
@@ -88,6 +89,24 @@ def _recorded_digest(step_dir: str) -> Optional[dict]:
   return dict(ocp.JsonCheckpointHandler().restore(path))
 
 
+# How the bytes of a checkpoint fail to read back (TensorStore, Orbax's JSON and metadata files).
+_UNREADABLE = re.compile(r'error while reading|DATA_LOSS|[Cc]orrupt|[Tt]runcat|Failed to decode|'
+                         r'Expecting value|Unterminated string|No such file|Unexpected end|'
+                         r'checksum')
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0][:300].rstrip(':') if text else type(error).__name__
+
+
+def unreadable(error: BaseException) -> bool:
+  """Whether a restore failed on the checkpoint's bytes (set it aside), rather than on this run
+  (memory, storage, a config that builds another train state: raise, keep the checkpoint)."""
+  return isinstance(error, (CorruptCheckpoint, FileNotFoundError, json.JSONDecodeError)) or \
+      bool(_UNREADABLE.search(str(error)))
+
+
 class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
@@ -126,16 +145,27 @@ class Checkpointer:
         verify(restored['state'], _recorded_digest(step_dir), step_dir)
         return step, restored['state'], dict(restored['data'])
       except Exception as e:  # pylint: disable=broad-except
+        if not unreadable(e):  # a fault of this run (memory, storage, config), not of the bytes
+          if 'tree structure' in str(e) or 'do not match' in str(e):
+            raise ConfigError(f'{self.directory}/{step} does not restore into the train state '
+                              'this config builds (another optimizer or model option?): '
+                              f'{_first_line(e)}. The checkpoints are kept: resume with the '
+                              'config they were saved with, or train in a new workdir.') from e
+          raise
         self._set_aside(step, e)
     return None
 
   def _set_aside(self, step: int, error: Exception) -> None:
+    """Moves an unreadable checkpoint to WORKDIR/checkpoints_corrupt/ (process 0; every process
+    reads the same bytes, so all of them find it unreadable and go on to the previous one)."""
     corrupt = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt')
     target = os.path.join(corrupt, f'{step}-{int(time.time())}')
     logging.error('Checkpoint %s/%d is unreadable (%s: %s); moved it to %s and trying the '
-                  'previous one.', self.directory, step, type(error).__name__, error, target)
-    os.makedirs(corrupt, exist_ok=True)
-    shutil.move(os.path.join(self.directory, str(step)), target)
+                  'previous one.', self.directory, step, type(error).__name__,
+                  _first_line(error), target)
+    if jax.process_index() == 0:
+      os.makedirs(corrupt, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
     self._manager.close()
     self._manager = self._make_manager()
 

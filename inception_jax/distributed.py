@@ -30,15 +30,17 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     raise ConfigError(f'--peer_timeout={peer_timeout_s} must be positive (seconds).')
   # JAX's own heartbeat ends a process that lost a peer by aborting it; it waits longer than ours.
   timeouts = dict(heartbeat_timeout_seconds=int(max(100, 2 * peer_timeout_s + 10)))
+  if coordinator_address and (num_processes is None or process_id is None):
+    raise ConfigError('--coordinator_address needs --num_processes and --process_id too.')
+  if not joins_others(coordinator_address):
+    return
+  # A coordinator that cannot be reached within JAX's 300 s makes its client abort the process
+  # (supervise.py reports it).
   if coordinator_address:
-    if num_processes is None or process_id is None:
-      raise ConfigError('--coordinator_address needs --num_processes and --process_id too.')
     _use_gloo_on_cpu()
     jax.distributed.initialize(coordinator_address, num_processes, process_id, **timeouts)
-  elif joins_others(coordinator_address):
-    jax.distributed.initialize(**timeouts)
   else:
-    return
+    jax.distributed.initialize(**timeouts)
   logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   if jax.process_count() > 1:

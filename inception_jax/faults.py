@@ -35,9 +35,9 @@ EXIT_STATUS = 75  # os.EX_TEMPFAIL
 _DISK_FULL = re.compile(r'No space left on device|Disk quota exceeded|'
                         rf"os_error_code='({errno.ENOSPC}|{errno.EDQUOT})'")
 # How a lost peer reads in the error of a collective or of the distributed runtime.
-_PEER_LOST = re.compile(r'Gloo .*failed|Connection reset by peer|Connection refused|'
-                        r'heartbeat timeout|stopped sending heartbeats|Socket closed|'
-                        r'NCCL (error|failure)|UNAVAILABLE', re.IGNORECASE)
+_PEER_LOST = re.compile(r'Gloo .*failed|Connection reset by peer|heartbeat timeout|'
+                        r'stopped sending heartbeats|Socket closed|NCCL (error|failure)|'
+                        r'coordination service')
 
 
 class Fault(UserError):
@@ -86,6 +86,9 @@ def latest_saved_step(workdir: str) -> Optional[int]:
   if not gfile.isdir(directory):
     return None
   steps = [int(name.strip('/')) for name in gfile.listdir(directory) if name.strip('/').isdigit()]
+  if '://' in workdir:  # object stores: Orbax writes N/ in place and marks it finished
+    steps = [s for s in steps
+             if gfile.exists(os.path.join(directory, str(s), 'commit_success.txt'))]
   return max(steps) if steps else None
 
 
@@ -117,6 +120,12 @@ def disk_full(error: BaseException, workdir: str) -> DiskFull:
                   f'copying this one), then {resume_hint(workdir)}.')
 
 
+def _remove(directories: list[str]) -> None:
+  for directory in directories:
+    with contextlib.suppress(OSError):
+      os.rmdir(directory)
+
+
 def _missing_directories(path: str) -> list[str]:
   """The local directories that `makedirs(path)` would create, deepest first."""
   missing = []
@@ -139,22 +148,21 @@ def _free_bytes(path: str) -> Optional[int]:
   return shutil.disk_usage(path).free
 
 
-def check_workdir(workdir: str, checkpoint_bytes: int = 0) -> None:
+def check_workdir(workdir: str, checkpoint_bytes: int = 0, tidy: bool = True) -> None:
   """Fails before anything is compiled where `workdir` cannot be created or written (found by
   writing a file there, then removing it and any directory made for it), or where its disk lacks
-  room for one checkpoint of `checkpoint_bytes` bytes."""
+  room for one checkpoint of `checkpoint_bytes` bytes. `tidy=False` keeps the directories made
+  (several processes probing one shared workdir at once)."""
   gfile = runtime.tensorflow().io.gfile
   probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
-  created = _missing_directories(workdir)
+  created = _missing_directories(workdir) if tidy else []
   try:
     gfile.makedirs(workdir)
     with gfile.GFile(probe, 'w') as f:
       f.write('inception_jax checks that the workdir is writable\n')
     gfile.remove(probe)
-    for directory in created:  # made again when something is written: a failed start leaves none
-      with contextlib.suppress(OSError):
-        os.rmdir(directory)
   except Exception as e:  # pylint: disable=broad-except  (OSError or tf.errors.*)
+    _remove(created)
     if is_disk_full(e):
       raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '
                      'another --workdir.') from None
@@ -162,6 +170,7 @@ def check_workdir(workdir: str, checkpoint_bytes: int = 0) -> None:
     reason = re.sub(r'^\S+; ', '', reason.strip().splitlines()[0])  # gfile starts with the path
     raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
                     'Choose a directory you can write, or fix its permissions.') from None
+  _remove(created)  # made again when something is written: a failed start leaves none
   free = _free_bytes(workdir)
   if free is not None and checkpoint_bytes and free < checkpoint_bytes:
     raise DiskFull(f'--workdir={workdir}: its disk has {mib(free)} free, less than one '

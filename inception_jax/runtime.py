@@ -148,9 +148,12 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def start() -> None:
-  """What every program runs before anything else: `on_import`'s settings, and Python library
-  logs (absl, Orbax) at warnings and above unless `--verbosity` was given."""
+  """What every program runs before anything else: `on_import`'s settings, Python library logs
+  (absl, Orbax) at warnings and above unless `--verbosity` was given, and the noise of a failed
+  checkpoint read or write filtered (`faults.quiet_library_faults`)."""
   on_import()
+  from inception_jax import faults  # imports runtime: not at the top
+  faults.quiet_library_faults()
   from absl import flags, logging
   if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
     logging.set_verbosity(logging.WARNING)

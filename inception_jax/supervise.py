@@ -5,7 +5,7 @@ JAX's distributed client ends its process at once where it loses the coordinatio
 coordinator, process 0, died, or its host went down): glog's fatal line, a C++ stack trace and
 Python's dump of every thread, with SIGABRT, before Python can act. `python -m inception_jax.main`
 therefore runs a multi-process job's process as a child of a small parent that imports no
-accelerator runtime, passes its output through and its signals on (SIGTERM: preemption), and,
+accelerator runtime, passes its output through and SIGTERM (preemption) and SIGHUP on, and,
 where the child dies that way, prints what happened and what to do instead of the dump, exiting
 with `faults.EXIT_STATUS`. The child dies with its parent (`PR_SET_PDEATHSIG`). Other faults,
 including a lost peer other than the coordinator, are reported by the child itself
@@ -47,8 +47,10 @@ def run(args: Sequence[str], workdir: str, coordinator: Optional[str]) -> int:
   child = subprocess.Popen([sys.executable, '-m', 'inception_jax.main', *args],
                            env=dict(os.environ, **{CHILD: '1'}), stderr=subprocess.PIPE,
                            preexec_fn=_die_with_parent)
-  for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+  for number in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(number, lambda number, frame: child.send_signal(number))
+  # Ctrl-C reaches the child itself (the same process group): forwarding it would send two.
+  signal.signal(signal.SIGINT, lambda number, frame: None)
   fatal, held = None, []
   for line in iter(child.stderr.readline, b''):
     text = line.decode(errors='replace')
@@ -73,8 +75,11 @@ def lost_service_message(fatal: str, workdir: str, coordinator: Optional[str]) -
   status = fatal.partition('absl::Status: ')[2].strip()
   reason = re.split(r'(?<=\.) ', status, maxsplit=1)[0] if status else 'no reason given'
   where = f' at {coordinator}' if coordinator else ''
-  what = (f'the coordinator (process 0{where}) is gone' if re.search(
-      r'leader|coordination service|Socket closed|UNAVAILABLE', status) else
-          'another process of the job died')
+  if status.startswith('DEADLINE_EXCEEDED'):  # while joining: nobody answered
+    what = f'the coordinator (process 0{where}) could not be reached in time'
+  elif re.search(r'leader|Socket closed|Failed to send RPC to coordination service', status):
+    what = f'the coordinator (process 0{where}) is gone'
+  else:
+    what = 'another process of the job died'
   return (f'{what}: JAX\'s distributed client lost the coordination service ({reason}); this '
           f'process stopped. Once every host is back, {faults.resume_hint(workdir, hosts=True)}.')

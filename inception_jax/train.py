@@ -222,7 +222,8 @@ class Trainer(Job):
     self.workdir = workdir
     faults.set_current_workdir(workdir)
     faults.quiet_library_faults()
-    faults.check_workdir(workdir)  # writable: before the data and the compiles
+    # Writable: before the data and the compiles.
+    faults.check_workdir(workdir, tidy=jax.process_count() == 1)
     if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming ignores init_from
       restore.check_init_from_exists(config.init_from)
     super().__init__(config, create_source(

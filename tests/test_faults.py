@@ -252,3 +252,54 @@ def test_a_missing_init_from_fails_before_compute(tmp_path):
   config = tu.tiny_config(init_from=str(tmp_path / 'nowhere'))
   with pytest.raises(MissingError, match='config.init_from=.*nowhere: no such directory'):
     train.Trainer(config, str(tmp_path / 'run'))
+
+
+@pytest.mark.parametrize('status,what', [
+    ('UNAVAILABLE: Failed to send RPC to coordination service. Either the leader task was '
+     'preempted/died', 'the coordinator (process 0 at 10.0.0.1:1234) is gone'),
+    ('DEADLINE_EXCEEDED: Deadline Exceeded', 'the coordinator (process 0 at 10.0.0.1:1234) could '
+     'not be reached in time'),
+    ('INTERNAL: Shutdown barrier has failed.', 'another process of the job died'),
+])
+def test_the_parent_names_what_the_distributed_client_lost(tmp_path, status, what):
+  from inception_jax import supervise
+  fatal = ('F1204 21:42:29.475654   11844 client.h:80] Terminating process because the JAX '
+           f'distributed service detected fatal errors. ... absl::Status: {status}\n')
+  assert supervise.FATAL.match(fatal)
+  message = supervise.lost_service_message(fatal, str(tmp_path), '10.0.0.1:1234')
+  assert message.startswith(what + ': ')
+  assert message.endswith('rerun the same command on every host: no checkpoint was saved yet, so '
+                          'it starts again.')
+
+
+def test_a_checkpoint_of_another_train_state_is_kept_not_set_aside(straight, tmp_path):
+  """Resuming under a config that builds another optimizer state fails naming the checkpoint;
+  only unreadable bytes set a checkpoint aside."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(straight, workdir)
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(ConfigError, match=r'checkpoints/12 does not restore into the train state .*'
+                                        'The checkpoints are kept'):
+    train.train_and_evaluate(tu.tiny_config(num_train_steps=tu.STEPS, rmsprop_momentum=0.0),
+                             workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_corrupt'))
+  assert tu.losses(workdir) == tu.losses(straight)  # the log is untouched
+
+
+def test_an_error_on_one_host_of_several_exits_at_once(monkeypatch, capsys):
+  """Joined to other processes, a config error ends the process with os._exit (a normal exit
+  would wait in JAX's shutdown barrier for processes that wait for this one); alone, sys.exit."""
+  from jax._src import distributed as jax_distributed
+
+  from inception_jax import errors
+  exits = []
+  monkeypatch.setattr(os, '_exit', lambda status: exits.append(status) or (_ for _ in ()).throw(
+      SystemExit(status)))
+  for joined, expected in ((object(), [errors.EXIT_STATUS]), (None, [])):
+    monkeypatch.setattr(jax_distributed.global_state, 'client', joined)
+    with pytest.raises(SystemExit) as raised, errors.reported():
+      raise ConfigError('config.learning_rate=-1 must be in (0, inf).')
+    assert raised.value.code == errors.EXIT_STATUS and exits == expected
+    assert 'error: config.learning_rate=-1' in capsys.readouterr().err
+    exits.clear()

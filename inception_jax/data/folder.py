@@ -88,6 +88,8 @@ class FolderReader:
                max_pixels: int = MAX_PIXELS):
     self.paths, self.labels, self.split = paths, labels, split
     self.max_pixels = max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+      Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses to open twice its own limit
     self._valid: dict[int, bool] = {}
     self._reasons: dict[int, str] = {}
     self._skipped: set[int] = set()
