@@ -95,10 +95,10 @@ def reported() -> Iterator[None]:
     if show_traceback():
       raise
     status = getattr(e, 'exit_status', None)  # a fault (inception_jax.faults) has its own
-    fail(str(e), status or EXIT_STATUS, at_once=status is not None or _joined_others())
+    fail(str(e), status or EXIT_STATUS, at_once=status is not None or joined_others())
 
 
-def _joined_others() -> bool:
+def joined_others() -> bool:
   """Whether this process joined others through JAX's distributed client: its normal exit would
   wait in the client's shutdown barrier for processes that may be waiting for it (an error met by
   one host alone), so the programs exit at once instead."""

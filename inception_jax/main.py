@@ -9,7 +9,9 @@ checkpoint. Errors in the settings end in one or two lines (`inception_jax/error
 full disk, a lost process) in a few, with exit status 75 (`inception_jax/faults.py`).
 """
 
+import os
 import sys
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -37,10 +39,19 @@ def main(argv):
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   runtime.start()
   from inception_jax import train
-  with errors.reported():
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           FLAGS.peer_timeout)
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    with errors.reported():
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             FLAGS.peer_timeout)
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except Exception:  # pylint: disable=broad-except
+    if not errors.joined_others():
+      raise
+    # A bug met by one process of several: its traceback, then out at once, not held in JAX's
+    # shutdown barrier by the processes waiting for this one (they stop as for a lost peer).
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':
