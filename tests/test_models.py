@@ -195,20 +195,22 @@ def test_scan_and_unrolled_compute_the_same_function(name):
   assert all(jax.tree_util.tree_leaves(changed)), 'train=True must update every BatchNorm'
 
 
+def loss_and_grads(model, variables, x, labels):
+  """The cross-entropy of a training-mode forward pass and its gradients for the parameters."""
+  def loss(params):
+    logits, _ = train_step_outputs(model, {**variables, 'params': params}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  return jax.jit(jax.value_and_grad(loss))(variables['params'])
+
+
 def test_remat_gives_the_same_gradients():
   x = jax.random.uniform(jax.random.key(1), (2, 75, 75, 3), minval=-1, maxval=1)
   labels = jnp.array([1, 3])
-
-  def grads(model, variables):
-    def loss(params):
-      logits, _ = train_step_outputs(model, {**variables, 'params': params}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return jax.jit(jax.grad(loss))(variables['params'])
-
   plain = tiny('inception_resnet_v2', scan_blocks=True)
   variables = jax.jit(lambda x: plain.init(jax.random.key(0), x))(x)
-  g_plain = grads(plain, variables)
-  g_remat = grads(tiny('inception_resnet_v2', scan_blocks=True, remat=True), variables)
+  _, g_plain = loss_and_grads(plain, variables, x, labels)
+  _, g_remat = loss_and_grads(tiny('inception_resnet_v2', scan_blocks=True, remat=True),
+                              variables, x, labels)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                          g_remat, g_plain)
 
@@ -317,18 +319,11 @@ def test_folded_batchnorm_computes_flax_batchnorm(dtype, rtol):
 def test_folded_batchnorm_network_trains_like_the_default():
   x = jax.random.uniform(jax.random.key(1), (8, 75, 75, 3), minval=-1, maxval=1)
   labels = jnp.arange(8) % 5
-
-  def loss_and_grads(model, variables):
-    def loss(params):
-      logits, _ = train_step_outputs(model, {**variables, 'params': params}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return jax.jit(jax.value_and_grad(loss))(variables['params'])
-
   plain = tiny('inception_resnet_v2', scan_blocks=True)
   variables = jax.jit(lambda x: plain.init(jax.random.key(0), x))(x)
-  loss, grads = loss_and_grads(plain, variables)
+  loss, grads = loss_and_grads(plain, variables, x, labels)
   loss_folded, grads_folded = loss_and_grads(
-      tiny('inception_resnet_v2', scan_blocks=True, bn_folded=True), variables)
+      tiny('inception_resnet_v2', scan_blocks=True, bn_folded=True), variables, x, labels)
   # Not to float32 rounding: at a tiny network's 1x1 grids a batch of 8 gives BatchNorm 8 values
   # per channel, whose |mean| / std can be large, and folding the mean into the shift rounds x * a
   # first (FoldedBatchNorm's docstring). With a batch of 2 the gradients moved by 14%.
