@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from inception_jax import runtime
-from inception_jax.errors import ConfigError, MissingError
+from inception_jax.errors import ConfigError, MissingError, first_line
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = 'model.json'
@@ -95,11 +95,6 @@ _UNREADABLE = re.compile(r'error while reading|DATA_LOSS|[Cc]orrupt|[Tt]runcat|F
                          r'checksum')
 
 
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0][:300].rstrip(':') if text else type(error).__name__
-
-
 def unreadable(error: BaseException) -> bool:
   """Whether a restore failed on the checkpoint's bytes (set it aside), rather than on this run
   (memory, storage, a config that builds another train state: raise, keep the checkpoint)."""
@@ -149,7 +144,7 @@ class Checkpointer:
           if 'tree structure' in str(e) or 'do not match' in str(e):
             raise ConfigError(f'{self.directory}/{step} does not restore into the train state '
                               'this config builds (another optimizer or model option?): '
-                              f'{_first_line(e)}. The checkpoints are kept: resume with the '
+                              f'{first_line(e)}. The checkpoints are kept: resume with the '
                               'config they were saved with, or train in a new workdir.') from e
           raise
         self._set_aside(step, e)
@@ -162,7 +157,7 @@ class Checkpointer:
     target = os.path.join(corrupt, f'{step}-{int(time.time())}')
     logging.error('Checkpoint %s/%d is unreadable (%s: %s); moved it to %s and trying the '
                   'previous one.', self.directory, step, type(error).__name__,
-                  _first_line(error), target)
+                  first_line(error), target)
     if jax.process_index() == 0:
       os.makedirs(corrupt, exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)

@@ -12,7 +12,7 @@ from absl import logging
 import jax
 
 from inception_jax import faults
-from inception_jax.errors import ConfigError
+from inception_jax.errors import ConfigError, first_line
 
 PEER_TIMEOUT_S = 60.0  # how long a silent process counts as alive (main.py: --peer_timeout)
 
@@ -142,8 +142,7 @@ def peer_lost(error: BaseException) -> faults.PeerLost:
   watch = PeerWatch.current
   what = watch.verdict(watch.timeout_s * 1.5) if watch else None
   if what is None:
-    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    what = f'a collective with the other processes failed ({first})'
+    what = f'a collective with the other processes failed ({first_line(error)})'
   return faults.PeerLost(peer_lost_message(what, jax.process_index()))
 
 

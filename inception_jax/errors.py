@@ -43,6 +43,13 @@ def chain(error: BaseException) -> list[BaseException]:
   return errors
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """The first line of `error`'s message (at most `limit` characters; a colon that introduced
+  the lines cut off is dropped), or its type's name."""
+  text = str(error).strip()
+  return text.splitlines()[0][:limit].rstrip(':') if text else type(error).__name__
+
+
 def _message(error: BaseException) -> str:
   if len(error.args) == 1 and isinstance(error.args[0], str):
     return error.args[0].strip()  # str() of a KeyError would quote and escape it

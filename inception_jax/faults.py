@@ -148,11 +148,10 @@ def _free_bytes(path: str) -> Optional[int]:
   return shutil.disk_usage(path).free
 
 
-def check_workdir(workdir: str, checkpoint_bytes: int = 0, tidy: bool = True) -> None:
+def check_workdir(workdir: str, tidy: bool = True) -> None:
   """Fails before anything is compiled where `workdir` cannot be created or written (found by
-  writing a file there, then removing it and any directory made for it), or where its disk lacks
-  room for one checkpoint of `checkpoint_bytes` bytes. `tidy=False` keeps the directories made
-  (several processes probing one shared workdir at once)."""
+  writing a file there, then removing it and any directory made for it). `tidy=False` keeps the
+  directories made (several processes probing one shared workdir at once)."""
   gfile = runtime.tensorflow().io.gfile
   probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
   created = _missing_directories(workdir) if tidy else []
@@ -171,8 +170,13 @@ def check_workdir(workdir: str, checkpoint_bytes: int = 0, tidy: bool = True) ->
     raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
                     'Choose a directory you can write, or fix its permissions.') from None
   _remove(created)  # made again when something is written: a failed start leaves none
+
+
+def check_room(workdir: str, checkpoint_bytes: int) -> None:
+  """Fails where the disk of `workdir` (local) lacks room for one checkpoint of
+  `checkpoint_bytes` bytes."""
   free = _free_bytes(workdir)
-  if free is not None and checkpoint_bytes and free < checkpoint_bytes:
+  if free is not None and free < checkpoint_bytes:
     raise DiskFull(f'--workdir={workdir}: its disk has {mib(free)} free, less than one '
                    f'checkpoint of this run ({mib(checkpoint_bytes)}). Free space '
                    'there or choose another --workdir.')

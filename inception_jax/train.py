@@ -272,8 +272,8 @@ class Trainer(Job):
       record.write(self.workdir)
     abstract = checkpointed(self.abstract_state())
     if jax.process_index() == 0:  # room for a checkpoint, before anything is compiled
-      faults.check_workdir(self.workdir, sum(a.size * a.dtype.itemsize
-                                              for a in jax.tree_util.tree_leaves(abstract)))
+      faults.check_room(self.workdir, sum(a.size * a.dtype.itemsize
+                                          for a in jax.tree_util.tree_leaves(abstract)))
     restored = self.checkpointer.restore_latest(abstract)
     if restored is not None:
       step, state, data_state = restored
