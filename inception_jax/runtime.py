@@ -19,6 +19,10 @@
   (`TF_ENABLE_ONEDNN_OPTS=0`): they speed up TensorFlow's matrix products and convolutions, which
   this project never runs in TensorFlow, and announce themselves at import with a notice about
   round-off that concerns nothing here. Both are defaults: a value set in the environment wins.
+- Object-store paths (gs://, s3://) go through `etils.epath`'s fsspec backend (gcsfs for gs://)
+  rather than TensorFlow's gfile (`EPATH_USE_TF=false`): the one layer that Orbax, TFDS and this
+  project share, which honours a GCS emulator's address (`inception_jax.workdir`). A default: a
+  value set in the environment wins.
 - `start()` is what every program runs first: the above, and library logs down to warnings.
 """
 
@@ -110,6 +114,7 @@ def on_import() -> None:
   quiet."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  os.environ.setdefault('EPATH_USE_TF', 'false')  # read by etils.epath on its first URL
   use_xla_cpu_defaults()
   use_compilation_cache()
 

@@ -8,6 +8,9 @@ import tempfile
 # The suite's own compilation cache (before inception_jax, whose default is the user's cache).
 CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                               os.path.join(tempfile.gettempdir(), 'inception_jax_test_xla_cache'))
+# The tests reach no real bucket: gcsfs's probe of a bucket's type (a gRPC call to Google's control
+# plane, retried for about 40 s against an emulator) is off. Read when gcsfs is imported.
+os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
 from inception_jax import runtime  # noqa: E402
 
 runtime.start()  # the programs' own settings, before JAX starts
@@ -44,3 +47,19 @@ def optimized(monkeypatch):
   jax.config.update('jax_disable_most_optimizations', False)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture(scope='session')
+def gcs_emulator():
+  """A GCS API server on 127.0.0.1 (`tests/gcs.py`) that every storage layer of this process and
+  of the processes it starts talks to."""
+  from gcs import Emulator
+  emulator = Emulator()
+  yield emulator
+  emulator.stop()
+
+
+@pytest.fixture
+def bucket(gcs_emulator):
+  """A new, empty bucket on the emulator: its gs:// URL."""
+  return gcs_emulator.bucket()
