@@ -176,6 +176,9 @@ def use_emulator(url: str, environ: Optional[dict] = None) -> dict[str, str]:
   starts as well) and returns them. Takes effect for clients created afterwards."""
   environ = os.environ if environ is None else environ
   values = dict.fromkeys(EMULATOR_VARIABLES, url.rstrip('/'))
+  # gcsfs's probe of a bucket's type is a gRPC call to Google's control plane, which an emulator
+  # lacks (retried for about 40 s); read when gcsfs is imported.
+  values['GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'] = 'false'
   environ.update(values)
   return values
 
