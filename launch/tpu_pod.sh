@@ -13,7 +13,8 @@
 # 3. copies this checkout (its tracked files as they are now; or clones REPO_URL at REPO_REF) to
 #    every worker, installs it with the [tpu] extra, starts the job on all workers, detached, and
 #    streams worker 0's log; a job still running there is streamed, not started again;
-# 4. when the slice is preempted, goes back to 2 (up to MAX_RESTARTS times, default 20): the job
+# 4. when the slice is preempted, or the job stops on a fault that a rerun resumes from (exit
+#    status 75: a lost host), goes back to 2 (up to MAX_RESTARTS times, default 20): the job
 #    resumes from its last checkpoint in the workdir. Rerunning this command does the same.
 # --delete deletes the slice once the job has finished; --dry_run prints every gcloud command
 # instead of running it. ACCELERATOR: v4-8 ... v4-4096, v5e-1 ... v5e-256, v5p-8 ..., v6e-1 ...
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ $# -lt 5 ]; then
-  sed -n '2,20p' "$0"; exit 2
+  sed -n '2,21p' "$0"; exit 2
 fi
 name=$1 zone=$2 accelerator=$3 config=$4 workdir=$5
 shift 5
@@ -243,6 +244,8 @@ while true; do
         say "the job finished: its results are in $workdir"
         [ "$delete" = 1 ] && delete_slice
         exit 0 ;;
+      'exit status 75')  # a fault that a rerun resumes from (inception_jax/faults.py): a lost host
+        say "the job stopped on a fault (above; a lost or frozen host?): starting it again" ;;
       'exit status '*)
         if [ "$(node)" = "READY $wanted" ]; then
           echo "error: the job failed with ${status#exit } (its log is above; $name is kept: fix and rerun this command to resume)." >&2
@@ -256,6 +259,6 @@ while true; do
     echo "error: $name was lost $max_restarts times; stopping. Rerun this command to resume from the last checkpoint in $workdir." >&2
     exit 1
   fi
-  say "$name: $(node) (preempted?): creating it again; the job resumes from its last checkpoint in $workdir (restart $restarts of $max_restarts)"
+  say "$name: $(node) (preempted?): creating it again if lost; the job resumes from its last checkpoint in $workdir (restart $restarts of $max_restarts)"
   nap
 done

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import fake_gcloud as fake_gcloud_py
 from train_utils import ROOT, environment, needs_libtpu
 
 TINY = ['--config.model.depth_multiplier=0.125', '--config.num_train_steps=2',
@@ -114,64 +115,9 @@ def test_tpu_pod_refuses_a_local_workdir_and_unknown_slices():
   assert done.returncode == 2 and 'launch/tpu_pod.sh' in done.stdout
 
 
-FAKE_GCLOUD = r'''#!/usr/bin/env python3
-# A stand-in for gcloud: one TPU node whose state lives in a JSON file; every call is logged.
-# SCENARIO, one entry per time the job's log is streamed: 'preempt' (the slice is lost while the
-# job runs), 'saved' (SIGTERM: it saved and exited 0), 'drop' (the connection drops, the job goes
-# on), or the job's exit status.
-import json, os, sys
-state_file = os.environ['FAKE_STATE']
-state = json.load(open(state_file)) if os.path.exists(state_file) else {
-    'node': None, 'type': None, 'job': None, 'streams': 0}
-args = sys.argv[1:]
-with open(os.environ['FAKE_LOG'], 'a') as log:
-  log.write(json.dumps(args) + '\n')
-kind = ' '.join(args[2:4])
-command = next((a.split('=', 1)[1] for a in args if a.startswith('--command=')), '')
-status = 0
-scenario = os.environ['SCENARIO'].split(',')
-def missing():
-  global status
-  sys.stderr.write('ERROR: (gcloud) NOT_FOUND: Resource not found\n')
-  status = 1
-if state.pop('flaky', False) and kind.endswith('describe'):
-  sys.stderr.write('ERROR: (gcloud) There was a problem refreshing your current auth tokens\n')
-  status = 1
-elif kind == 'tpu-vm describe':
-  if state['node']: print(f"{state['node']}\t{state['type']}")
-  else: missing()
-elif kind == 'queued-resources describe':
-  if state['node']: print('ACTIVE')
-  else: missing()
-elif kind == 'queued-resources create':
-  state['node'], state['type'] = 'READY', next(
-      a.split('=', 1)[1] for a in args if a.startswith('--accelerator-type='))
-elif kind == 'queued-resources delete':
-  state['node'] = None
-elif kind == 'tpu-vm ssh' and state['node'] != 'READY':
-  sys.stderr.write('ssh: connect to host 10.0.0.2 port 22: Connection timed out\n')
-  status = 255
-elif kind == 'tpu-vm ssh' and 'nohup' in command:
-  state['job'] = 'running'
-elif kind == 'tpu-vm ssh' and command.startswith('tail'):
-  what = scenario[min(state['streams'], len(scenario) - 1)]
-  state['streams'] += 1
-  print('step 1/10 loss 6.9')
-  if what == 'preempt': state['node'], state['job'] = 'PREEMPTED', None
-  elif what != 'drop': state['job'] = 'preempted' if what == 'saved' else f'exit status {what}'
-elif kind == 'tpu-vm ssh' and command.startswith('if test -f'):
-  print(state['job'] if state['job'] == 'running' else
-        'idle' if 'echo idle' in command else state['job'])
-json.dump(state, open(state_file, 'w'))
-sys.exit(status)
-'''
-
-
 def fake_gcloud(tmp_path, scenario, **state):
-  bin_dir = tmp_path / 'bin'
-  bin_dir.mkdir()
-  (bin_dir / 'gcloud').write_text(FAKE_GCLOUD)
-  (bin_dir / 'gcloud').chmod(0o755)
+  """The scripted stand-in gcloud (tests/fake_gcloud.py) and the node's initial `state`."""
+  bin_dir = fake_gcloud_py.install(str(tmp_path / 'bin'))
   if state:
     (tmp_path / 'state.json').write_text(json.dumps(
         {'node': None, 'type': None, 'job': None, 'streams': 0, **state}))
@@ -185,7 +131,7 @@ def fake_gcloud(tmp_path, scenario, **state):
   return env, calls
 
 
-@pytest.mark.parametrize('scenario', ['preempt,0', 'saved,0', 'drop,0'])
+@pytest.mark.parametrize('scenario', ['preempt,0', 'saved,0', 'drop,0', '75,0'])
 def test_tpu_pod_recreates_a_preempted_slice_and_reruns_the_job(tmp_path, scenario):
   env, calls = fake_gcloud(tmp_path, scenario)
   done = tpu_pod('--skip_check', '--spot', '--delete', 'run1', 'zone', 'v5e-16', *JOB, env=env)
@@ -194,8 +140,9 @@ def test_tpu_pod_recreates_a_preempted_slice_and_reruns_the_job(tmp_path, scenar
   made = calls()
   if scenario == 'drop,0':  # the log is streamed again; the job was started once
     assert made.count('tpu-vm ssh start') == 1 and 'creating it again' not in done.stderr
-  else:
+  else:  # preempted, or stopped on a fault that a rerun resumes from (75: a lost host)
     assert 'the job resumes from its last checkpoint in gs://bucket/irv2' in done.stderr
+    assert ('the job stopped on a fault' in done.stderr) == (scenario == '75,0')
     assert made.count('queued-resources create') == (2 if scenario == 'preempt,0' else 1)
     assert made.count('tpu-vm scp') == 2  # the code is copied again and the job started again
     assert made.count('tpu-vm ssh start') == 2
