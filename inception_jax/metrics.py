@@ -113,6 +113,10 @@ class MetricWriter:
     if len(kept) < len(rows):
       self._replace(kept)
 
+  def has_eval(self, step: int) -> bool:
+    """Whether the log holds an eval row of `step`."""
+    return any(row['step'] == step and _kind(row) == 'eval' for row in self._rows())
+
   def write(self, step: int, scalars: dict[str, float]) -> None:
     """Adds a row to metrics.jsonl and TensorBoard. A row of the same step and kind (log or eval)
     replaces the one there (a finished run evaluated again); unchanged, it is not rewritten."""

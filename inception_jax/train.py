@@ -332,6 +332,13 @@ class Trainer(Job):
                          elapsed / steps * (self.num_steps - step))
     return self.reset_metrics(state)
 
+  def evaluated(self, step: int) -> bool:
+    """Whether metrics.jsonl holds the eval of `step` (process 0 reads it; all agree)."""
+    found = np.array(jax.process_index() == 0 and self.writer.has_eval(step))
+    if jax.process_count() > 1:
+      found = multihost_utils.broadcast_one_to_all(found)
+    return bool(found)
+
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(self.data_sharding, v)
             for k, v in local.items()}
@@ -427,11 +434,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if start >= num_steps:
       trainer.writer.say(f'{workdir} is already trained to step {start}; evaluating.')
       last_eval = trainer.evaluate(state, start)
+    elif start and due(start, trainer.every['eval'], num_steps) and not trainer.evaluated(start):
+      last_eval = trainer.evaluate(state, start)  # the run that saved `start` died evaluating it
     batches = trainer.device_batches(start)
     with PreemptionWatcher() as preemption:
       for step in range(start + 1, num_steps + 1):
         state = trainer.train_step(state, next(batches))
         if preemption.should_stop(step):
+          if due(step, trainer.every['log'], num_steps):  # the row would be lost: the run
+            state = trainer.log(state, step)  # resumes after this step
           trainer.save(state, step)
           trainer.checkpointer.wait()
           trainer.writer.say(f'Preempted: saved {trainer.checkpointer.directory}/{step}; '

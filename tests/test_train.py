@@ -1,5 +1,6 @@
 """The training job: learning, exact resume, sharding, multi-process, preemption and faults."""
 
+import json
 import os
 import random
 import shutil
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from inception_jax import optim, train
+from inception_jax import optim, runtime, train
 from inception_jax.models import diagnostics
 
 from train_utils import (
@@ -229,6 +230,23 @@ def test_resumed_and_rerun_workdirs_log_each_step_once(tmp_path):
   read = list(event_file_loader.EventFileLoader(os.path.join(workdir, events)).Load())
   restarts = [e.step for e in read if e.HasField('session_log')]
   assert restarts == [7, 5] and read[-1].step == 6 and read[-1].summary.value[0].tag == 'eval_loss'
+
+
+def test_a_run_that_died_evaluating_a_checkpointed_step_evaluates_it_on_resume(tmp_path):
+  workdir = str(tmp_path)
+  config = tiny_config(num_train_steps=6, checkpoint_every_steps=4, eval_every_steps=4)
+  train.train_and_evaluate(config, workdir)
+  first = metrics(workdir)
+  # Killed while evaluating step 4, after its checkpoint: no step 6, no eval row of step 4.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
+  for name in os.listdir(workdir):
+    if 'tfevents' in name:
+      os.remove(os.path.join(workdir, name))
+  runtime.write_atomically(os.path.join(workdir, 'metrics.jsonl'), ''.join(
+      json.dumps(r) + '\n' for r in first if r['step'] < 4 or 'loss' in r and r['step'] == 4))
+  train.train_and_evaluate(config, workdir)
+  timeless = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_sec'} for r in rows]
+  assert timeless(metrics(workdir)) == timeless(first)
 
 
 def test_inception_resnet_logs_the_dying_network_diagnostics(straight):
