@@ -259,6 +259,6 @@ while true; do
     echo "error: $name was lost $max_restarts times; stopping. Rerun this command to resume from the last checkpoint in $workdir." >&2
     exit 1
   fi
-  say "$name: $(node) (preempted?): creating it again if lost; the job resumes from its last checkpoint in $workdir (restart $restarts of $max_restarts)"
+  say "$name: $(node): starting the job again (on a new slice if this one was lost); the job resumes from its last checkpoint in $workdir (restart $restarts of $max_restarts)"
   nap
 done
