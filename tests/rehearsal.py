@@ -131,7 +131,7 @@ def run_reference(rehearsal: Rehearsal, overrides: list[str]) -> None:
   up on a peer that is 30 s late (still compiling) at the first collective."""
   rehearsal.reference = os.path.join(rehearsal.root, 'reference')
   local = [o.replace(rehearsal.bucket, rehearsal.storage_path('').rstrip('/')) for o in overrides]
-  for _ in range(3):
+  for _ in range(5):
     done = subprocess.run([os.path.join(ROOT, 'launch/local_processes.sh'),
                            str(rehearsal.workers), CONFIG, rehearsal.reference, *local,
                            f'--peer_timeout={PEER_TIMEOUT_S}'],
