@@ -10,7 +10,7 @@ a frozen host (SIGSTOP to one worker). Each time the launcher brings the job bac
 from the bucket; at the end its parameters must equal those of an uninterrupted run of the same
 processes and devices (`launch/local_processes.sh`) bit for bit.
 
-    python tests/rehearsal.py                        # 2 workers x 2 devices, about 5 minutes
+    python tests/rehearsal.py                        # 2 workers x 2 devices, 5 to 15 minutes
     python tests/rehearsal.py --workers=4 --devices=2 --faults=preempt,lost_slice --keep
 
 prints what happened and the checks' verdicts; tests/test_rehearsal.py runs it and asserts them.

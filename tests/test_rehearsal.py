@@ -1,7 +1,8 @@
 """The Cloud TPU pod rehearsal (tests/rehearsal.py, also a script): launch/tpu_pod.sh against a
 stand-in gcloud whose slice is 2 local processes x 2 CPU devices, through a preemption, a lost host
-and a lost slice; then the checks, one test each, on the one rehearsal (about 6 minutes on 2
-busy cores; `pytest --durations` reports it under the first test)."""
+and a lost slice; then the checks, one test each, on the one rehearsal (13 minutes on 2 cores
+shared with other work, load average 6 to 9; `pytest --durations` reports it under the first
+test's setup)."""
 
 import pytest
 
