@@ -55,7 +55,7 @@ FAULTS = {
     'lost_slice': lambda state: fake_gcloud.lose_slice(state),
     'frozen_host': lambda state: fake_gcloud.freeze(state, 1),
 }
-DEFAULT_FAULTS = ('preempt', 'lost_host', 'lost_slice')
+DEFAULT_FAULTS = ('preempt', 'lost_host', 'lost_slice', 'frozen_host')
 # Where the bucket is: 'gcs' (fake-gcs-server) once the job's gs:// paths work (branch storage:
 # today a gs:// workdir's checkpoints land on each worker's own disk); until then 'local', a shared
 # directory standing in for it, the workers' gs://BUCKET paths rewritten to it.

@@ -1,8 +1,8 @@
 """The Cloud TPU pod rehearsal (tests/rehearsal.py, also a script): launch/tpu_pod.sh against a
-stand-in gcloud whose slice is 2 local processes x 2 CPU devices, through a preemption, a lost host
-and a lost slice; then the checks, one test each, on the one rehearsal (13 minutes on 2 cores
-shared with other work, load average 6 to 9; `pytest --durations` reports it under the first
-test's setup)."""
+stand-in gcloud whose slice is 2 local processes x 2 CPU devices, through a preemption, a lost host,
+a lost slice and a frozen host; then the checks, one test each, on the one rehearsal (13 minutes,
+measured without the frozen host, on 2 cores shared with other work, load average 6 to 9; `pytest
+--durations` reports it under the first test's setup)."""
 
 import pytest
 
@@ -27,8 +27,8 @@ def test_the_launcher_brings_the_job_back_after_each_fault(rehearsed):
   first = fake_gcloud.disk(f'{rehearsed.root}/slice', 1, 0)  # worker 0 of the first slice
   with open(f'{first}/inception_jax.log') as f:
     assert 'Preempted: saved' in f.read()
-  assert 'process 1 of 2 stopped responding' in out  # the lost host
   assert 'is TERMINATED: deleting it to create it again' in out  # the lost slice
+  assert out.count('process 1 of 2 stopped responding') == 2  # the lost host, the frozen one
   assert len(rehearsed.disks()) == 3 * rehearsed.workers  # new disks for each new slice
 
 
@@ -50,12 +50,3 @@ def test_nothing_is_written_outside_the_bucket(rehearsed):
 
 def test_evaluate_and_plot_read_the_result(rehearsed):
   rh.check_evaluate_and_plot(rehearsed)
-
-
-@pytest.mark.skip(reason='needs branch signals (a frozen worker detected within a bounded time, '
-                  'and its job ended before the next one starts on that host)')
-def test_a_frozen_host_is_detected_and_the_run_resumes(tmp_path):
-  r = rh.rehearse(str(tmp_path), 'gs://rehearsal', 'local', faults=('frozen_host',))
-  rh.check_launcher(r)
-  rh.check_bit_exact(r)
-  rh.check_metrics_once(r)
