@@ -25,7 +25,7 @@ import sys
 from typing import Optional
 import uuid
 
-from inception_jax import errors, runtime
+from inception_jax import errors, workdir as wd
 from inception_jax.errors import UserError, chain
 
 EXIT_STATUS = 75  # os.EX_TEMPFAIL
@@ -78,20 +78,6 @@ def failed_path(error: BaseException) -> Optional[str]:
   return None
 
 
-def latest_saved_step(workdir: str) -> Optional[int]:
-  """The newest finalized checkpoint step in `workdir` (local or gs://), read from the directory
-  names (an unfinished save has a temporary name)."""
-  gfile = runtime.tensorflow().io.gfile
-  directory = os.path.join(workdir, 'checkpoints')
-  if not gfile.isdir(directory):
-    return None
-  steps = [int(name.strip('/')) for name in gfile.listdir(directory) if name.strip('/').isdigit()]
-  if '://' in workdir:  # object stores: Orbax writes N/ in place and marks it finished
-    steps = [s for s in steps
-             if gfile.exists(os.path.join(directory, str(s), 'commit_success.txt'))]
-  return max(steps) if steps else None
-
-
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
 
 
@@ -105,8 +91,8 @@ def current_workdir() -> Optional[str]:
 
 def resume_hint(workdir: str, hosts: bool = False) -> str:
   """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'."""
-  step = latest_saved_step(workdir)
-  where = (f'it resumes from step {step} ({os.path.join(workdir, "checkpoints", str(step))})'
+  step = wd.latest_step(workdir)
+  where = (f'it resumes from step {step} ({wd.step_dir(workdir, step)})'
            if step is not None else 'no checkpoint was saved yet, so it starts again')
   return f'rerun the same command{" on every host" if hosts else ""}: {where}'
 
@@ -129,7 +115,7 @@ def _remove(directories: list[str]) -> None:
 def _missing_directories(path: str) -> list[str]:
   """The local directories that `makedirs(path)` would create, deepest first."""
   missing = []
-  path = os.path.abspath(path) if '://' not in path else ''
+  path = '' if wd.is_remote(path) else wd.absolute(path)
   while path and not os.path.exists(path):
     missing.append(path)
     path = os.path.dirname(path)
@@ -141,9 +127,11 @@ def mib(size: float) -> str:
 
 
 def _free_bytes(path: str) -> Optional[int]:
+  """The free bytes of the local disk holding `path`; None on object stores."""
+  path = '' if wd.is_remote(path) else wd.absolute(path)
   while path and not os.path.exists(path):
     path = os.path.dirname(path)
-  if '://' in path or not path:
+  if not path:
     return None
   return shutil.disk_usage(path).free
 
@@ -152,21 +140,18 @@ def check_workdir(workdir: str, tidy: bool = True) -> None:
   """Fails before anything is compiled where `workdir` cannot be created or written (found by
   writing a file there, then removing it and any directory made for it). `tidy=False` keeps the
   directories made (several processes probing one shared workdir at once)."""
-  gfile = runtime.tensorflow().io.gfile
-  probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
+  probe = wd.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
   created = _missing_directories(workdir) if tidy else []
   try:
-    gfile.makedirs(workdir)
-    with gfile.GFile(probe, 'w') as f:
-      f.write('inception_jax checks that the workdir is writable\n')
-    gfile.remove(probe)
-  except Exception as e:  # pylint: disable=broad-except  (OSError or tf.errors.*)
+    wd.makedirs(workdir)
+    wd.write_atomically(probe, 'inception_jax checks that the workdir is writable\n')
+    wd.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a storage client's error)
     _remove(created)
     if is_disk_full(e):
       raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '
                      'another --workdir.') from None
-    reason = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
-    reason = re.sub(r'^\S+; ', '', reason.strip().splitlines()[0])  # gfile starts with the path
+    reason = getattr(e, 'strerror', None) or errors.first_line(e)
     raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
                     'Choose a directory you can write, or fix its permissions.') from None
   _remove(created)  # made again when something is written: a failed start leaves none

@@ -36,7 +36,7 @@ from typing import Iterator
 import urllib.parse
 import urllib.request
 
-from inception_jax import errors, runtime
+from inception_jax import errors, runtime, workdir as wd
 from inception_jax.errors import MissingError, UserError
 
 IMAGENET_SITE = 'https://image-net.org/download-images'
@@ -304,7 +304,7 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       tfds.display_progress_bar(True)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
       dataset_dir = os.path.dirname(builder.data_dir)
-      local = '://' not in dataset_dir
+      local = not wd.is_remote(dataset_dir)
       with exclusive(dataset_dir) if local else contextlib.nullcontext():
         if local:
           remove_leftovers(dataset_dir)
@@ -319,11 +319,6 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       raise
     raise reported from e
   return builder.data_dir
-
-
-def local_path(path: str) -> str:
-  """`path` made absolute unless it is a URL (gs://...): the printed flags work from anywhere."""
-  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
 
 
 def main(argv=None) -> None:
@@ -341,9 +336,13 @@ def main(argv=None) -> None:
                            f'the directory holding {CIFAR10_FILE}')
   args = parser.parse_args(argv)
   runtime.start()
-  data_dir, manual_dir = local_path(args.data_dir), args.manual_dir and local_path(args.manual_dir)
+  # Absolute, unless URLs: the printed flags work from anywhere.
+  data_dir = wd.absolute(args.data_dir)
+  manual_dir = args.manual_dir and wd.absolute(args.manual_dir)
   try:
     with errors.reported():
+      wd.check(data_dir, '--data_dir')
+      wd.check(manual_dir, '--manual_dir')
       where = prepare(args.dataset, data_dir, manual_dir)
   except KeyboardInterrupt:
     sys.stderr.write('\nInterrupted. Rerun the same command to start over.\n')

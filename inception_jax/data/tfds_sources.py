@@ -9,11 +9,9 @@ permission, a damaged file).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from inception_jax import imagenet, prepare
+from inception_jax import imagenet, prepare, workdir as wd
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
 from inception_jax.errors import MissingError
@@ -51,7 +49,7 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
   else:
     from tensorflow_datasets.core import constants
     root = data_dir or constants.DATA_DIR
-    where = os.path.join(root, name)
+    where = wd.join(root, name)
   if not prepared:
     unset = ' (TFDS\'s default: config.dataset.data_dir is unset)' if data_dir is None else ''
     return MissingError(
