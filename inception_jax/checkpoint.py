@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from inception_jax import workdir as wd
+from inception_jax import faults, workdir as wd
 from inception_jax.errors import ConfigError, MissingError, first_line
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
@@ -104,6 +104,7 @@ class Checkpointer:
     self.workdir = wd.absolute(workdir)
     self.directory = wd.checkpoints(workdir)
     self.keep = keep
+    self._saving: Optional[int] = None  # the step of the save in flight
     self._manager = self._make_manager()
 
   def _make_manager(self) -> ocp.CheckpointManager:
@@ -124,9 +125,17 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         **{DIGEST: ocp.args.JsonSave(digest(state))}), force=True)
+    self._finished()  # Orbax finishes a save before it starts the next
+    self._saving = step
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self._finished()
+
+  def _finished(self) -> None:
+    if self._saving is not None:
+      faults.note_saved(self._saving)
+    self._saving = None
 
   def restore_latest(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
     """(step, state, data_state) of the newest readable checkpoint, or None when there is none."""
@@ -136,6 +145,7 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         step_dir = wd.step_dir(self.workdir, step)
         verify(restored['state'], _recorded_digest(step_dir), step_dir)
+        faults.note_saved(step)
         return step, restored['state'], dict(restored['data'])
       except Exception as e:  # pylint: disable=broad-except
         if not unreadable(e):  # a fault of this run (memory, storage, config), not of the bytes

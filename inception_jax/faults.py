@@ -38,6 +38,11 @@ _DISK_FULL = re.compile(r'No space left on device|Disk quota exceeded|'
 _PEER_LOST = re.compile(r'Gloo .*failed|Connection reset by peer|heartbeat timeout|'
                         r'stopped sending heartbeats|Socket closed|NCCL (error|failure)|'
                         r'coordination service')
+# How an object store that does not answer reads in the errors of gcsfs (aiohttp) and TensorStore,
+# once their retries are spent.
+_UNREACHABLE = re.compile(r'Cannot connect to host|Connection refused|Couldn\'t connect to server|'
+                          r'ServerDisconnected|Connection reset|UNAVAILABLE|DEADLINE_EXCEEDED|'
+                          r'Service Unavailable|Temporary failure in name resolution')
 
 
 class Fault(UserError):
@@ -50,6 +55,10 @@ class DiskFull(Fault, OSError):
 
 
 class PeerLost(Fault):
+  pass
+
+
+class StorageUnreachable(Fault):
   pass
 
 
@@ -67,6 +76,11 @@ def is_peer_lost(error: BaseException) -> bool:
   return bool(_PEER_LOST.search(_text(error)))
 
 
+def is_unreachable(error: BaseException, workdir: str) -> bool:
+  """Whether `error` says that the object store holding `workdir` stopped answering."""
+  return wd.is_remote(workdir) and bool(_UNREACHABLE.search(_text(error)))
+
+
 def failed_path(error: BaseException) -> Optional[str]:
   """The file a failed write names, where its message names one."""
   for e in chain(error):
@@ -79,6 +93,7 @@ def failed_path(error: BaseException) -> Optional[str]:
 
 
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
+_SAVED: list[int] = []  # the newest checkpoint step the running job saw finished (`note_saved`)
 
 
 def set_current_workdir(workdir: str) -> None:
@@ -89,10 +104,17 @@ def current_workdir() -> Optional[str]:
   return _WORKDIR[0] if _WORKDIR else None
 
 
-def resume_hint(workdir: str, hosts: bool = False) -> str:
-  """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'."""
-  step = wd.latest_step(workdir)
-  where = (f'it resumes from step {step} ({wd.step_dir(workdir, step)})'
+def note_saved(step: int) -> None:
+  """Records that checkpoint `step` is finished (restored, or saved by this job)."""
+  _SAVED[:] = [step]
+
+
+def resume_hint(workdir: str, hosts: bool = False, look: bool = True) -> str:
+  """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'.
+  `look=False` (storage that does not answer): N is the newest step this job saw finished."""
+  step = wd.latest_step(workdir) if look else (_SAVED[0] if _SAVED else None)
+  later = '' if look else ' or a later one'
+  where = (f'it resumes from step {step}{later} ({wd.step_dir(workdir, step)})'
            if step is not None else 'no checkpoint was saved yet, so it starts again')
   return f'rerun the same command{" on every host" if hosts else ""}: {where}'
 
@@ -104,6 +126,12 @@ def disk_full(error: BaseException, workdir: str) -> DiskFull:
   return DiskFull(f'the disk holding {workdir} is full{left}: writing {path} failed. Nothing '
                   f'saved before is lost. Free space there (or use a --workdir on a larger disk, '
                   f'copying this one), then {resume_hint(workdir)}.')
+
+
+def unreachable(error: BaseException, workdir: str) -> StorageUnreachable:
+  return StorageUnreachable(
+      f'the storage holding {workdir} stopped answering ({errors.first_line(error, 200)}). '
+      f'Nothing saved before is lost. Once it answers again, {resume_hint(workdir, look=False)}.')
 
 
 def _remove(directories: list[str]) -> None:

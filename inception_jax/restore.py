@@ -45,7 +45,6 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
 
 def check_init_from_exists(path: str) -> None:
   """Fails, naming the field, where `config.init_from` points at nothing (local or gs://)."""
-  wd.check(path, 'config.init_from')
   if not wd.isdir(path):
     raise MissingError(f'config.init_from={path}: no such directory. Point it at a directory '
                        'written by `python -m inception_jax.convert` or at a training workdir.')

@@ -245,8 +245,8 @@ class Trainer(Job):
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or (
-        jax.process_count() > 1 and faults.is_peer_lost(error))):
+    if error is not None and (faults.is_disk_full(error) or faults.is_unreachable(
+        error, self.workdir) or (jax.process_count() > 1 and faults.is_peer_lost(error))):
       return  # waiting for the writes in flight would fail again, or wait for a lost process
     try:
       self.checkpointer.close()
@@ -419,6 +419,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   except Exception as e:  # pylint: disable=broad-except
     if faults.is_disk_full(e):
       raise faults.disk_full(e, workdir) from e
+    if faults.is_unreachable(e, workdir):
+      raise faults.unreachable(e, workdir) from e
     if jax.process_count() > 1 and faults.is_peer_lost(e):
       raise distributed.peer_lost(e) from e
     raise

@@ -27,6 +27,7 @@ import re
 from typing import Optional
 
 from etils import epath
+import fsspec
 
 from inception_jax.errors import ConfigError, MissingError, UserError, first_line
 
@@ -49,6 +50,10 @@ SCHEMES = ('gs', 's3', 'az', 'hf')
 CREDENTIALS_FIX = ('log in with `gcloud auth application-default login`, or set '
                    'GOOGLE_APPLICATION_CREDENTIALS to a service account\'s key file (on a Cloud '
                    'VM or TPU: give it a service account)')
+# fsspec's clients read listings afresh: a workdir is written by other processes too (the job
+# that an evaluation or a plot follows, another host), and a cached listing would miss their steps.
+for _scheme in ('gs', 's3'):
+  fsspec.config.conf.setdefault(_scheme, {}).setdefault('use_listings_cache', False)
 _SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
 
 
@@ -194,7 +199,6 @@ def check(p: Optional[str], flag: str) -> None:
   if kind not in SCHEMES:
     raise ConfigError(f'{flag}={p}: {kind}:// is no storage this project reaches; pass a local '
                       'path or a gs:// URL (or s3://, az:// with their fsspec package).')
-  import fsspec
   try:
     fsspec.get_filesystem_class(kind)
   except ImportError as e:
