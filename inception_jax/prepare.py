@@ -32,6 +32,7 @@ import re
 import socket
 import sys
 import tarfile
+import tempfile
 from typing import Iterator
 import urllib.parse
 import urllib.request
@@ -305,10 +306,12 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
       dataset_dir = os.path.dirname(builder.data_dir)
       local = not wd.is_remote(dataset_dir)
-      with exclusive(dataset_dir) if local else contextlib.nullcontext():
-        if local:
+      if local:
+        with exclusive(dataset_dir):
           remove_leftovers(dataset_dir)
-        builder.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+          builder.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+      else:
+        staged(name, builder, config)
   except UserError:
     raise
   except ImportError as e:
@@ -319,6 +322,18 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       raise
     raise reported from e
   return builder.data_dir
+
+
+def staged(name: str, builder, config) -> None:
+  """Prepares `name` in a local temporary directory, then copies it to `builder`'s object store
+  (ArrayRecord's writer and TFDS's extractor write local files only); dataset_info.json, which
+  tells TFDS that the data is prepared, comes last."""
+  import tensorflow_datasets as tfds
+  with tempfile.TemporaryDirectory(prefix='inception_jax_prepare_') as staging:
+    local = tfds.builder(name, data_dir=staging)
+    local.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+    print(f'Copying {local.data_dir} to {builder.data_dir}.')
+    wd.copy_tree(local.data_dir, builder.data_dir, last=('dataset_info.json',))
 
 
 def main(argv=None) -> None:

@@ -221,6 +221,20 @@ def check(p: Optional[str], flag: str) -> None:
                        'cannot see it); create it, or name another.')
 
 
+def copy_tree(source: str, target: str, last: tuple[str, ...] = ()) -> None:
+  """Copies the files under `source` to `target` (local or object stores), the files named in
+  `last` after the others (a marker that the copy is whole)."""
+  def files(directory: epath.Path) -> list[epath.Path]:
+    children = list(directory.iterdir())
+    return [c for c in children if not c.is_dir()] + [
+        f for c in children if c.is_dir() for f in files(c)]
+  root = path(source)
+  for file in sorted(files(root), key=lambda f: (f.name in last, os.fspath(f))):
+    destination = path(target) / os.path.relpath(os.fspath(file), os.fspath(root))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(file.read_bytes())
+
+
 def use_emulator(url: str, environ: Optional[dict] = None) -> dict[str, str]:
   """Points every storage layer at the GCS API server at `url` ('http://127.0.0.1:4443'): sets
   `EMULATOR_VARIABLES` in `environ` (default: this process's environment, for the processes it
