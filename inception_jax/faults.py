@@ -196,8 +196,8 @@ def check_room(workdir: str, checkpoint_bytes: int) -> None:
 
 
 class _QuietFaults(logging.Filter):
-  """Drops the errors that libraries' background threads log, traceback and all, for a fault that
-  this module reports itself in a sentence (Orbax logs a full disk from each of its writers)."""
+  """Drops the errors that libraries log, traceback and all, for a fault that this module reports
+  itself in a sentence (Orbax logs a full disk from each of its writers, gcsfs its last retry)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno < logging.WARNING:
@@ -205,7 +205,7 @@ class _QuietFaults(logging.Filter):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += ' ' + _text(record.exc_info[1])
-    return not _DISK_FULL.search(text)
+    return not (_DISK_FULL.search(text) or _UNREACHABLE.search(text))
 
 
 def _closed_loop_noise(unraisable) -> bool:
@@ -221,11 +221,12 @@ def _closed_loop_noise(unraisable) -> bool:
 
 
 def quiet_library_faults() -> None:
-  """Installs `_QuietFaults` on absl's logger (Orbax logs through it), and a
+  """Installs `_QuietFaults` on the loggers of absl (Orbax logs through it) and gcsfs, and a
   `sys.unraisablehook` that drops `_closed_loop_noise`; idempotent."""
-  logger = logging.getLogger('absl')
-  if not any(isinstance(f, _QuietFaults) for f in logger.filters):
-    logger.addFilter(_QuietFaults())
+  for name in ('absl', 'gcsfs'):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _QuietFaults) for f in logger.filters):
+      logger.addFilter(_QuietFaults())
   previous = sys.unraisablehook
   if getattr(previous, 'inception_jax', False):
     return
