@@ -1,7 +1,8 @@
 """Metric output: a progress line, `WORKDIR/metrics.jsonl` and TensorBoard scalars (process 0 only).
 
-Files go through `tf.io.gfile`, so the workdir may be local or on GCS (gs://). Both logs describe
-one run however often it was resumed: entries past the checkpoint a run resumes from are dropped
+Files go through `inception_jax.workdir`, so the workdir may be local or on GCS (gs://). Both logs
+describe one run however often it was resumed: entries past the checkpoint a run resumes from are
+dropped
 (the resumed run writes them again), a finished run evaluated again replaces its eval row, and
 TensorBoard's events go to one file (`EventFile`).
 """
@@ -20,18 +21,16 @@ from absl import logging
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from inception_jax import runtime
+from inception_jax import workdir as wd
 
-gfile = runtime.tensorflow().io.gfile
-FILE = 'metrics.jsonl'  # in the workdir
+FILE = wd.METRICS  # in the workdir
 
 
 def read_rows(path: str) -> Optional[list[dict]]:
   """The rows of the metrics.jsonl at `path` (local or gs://), None when there is no such file."""
-  if not gfile.exists(path):
+  if not wd.exists(path):
     return None
-  with gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in wd.read_text(path).splitlines() if line.strip()]
 
 
 class EventFile:
@@ -41,15 +40,15 @@ class EventFile:
   file, as TensorFlow's own writers do."""
 
   def __init__(self, workdir: str):
-    existing = gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
-    if existing and '://' not in workdir:
+    existing = wd.glob(workdir, wd.EVENTS)
+    if existing and not wd.is_remote(workdir):
       self.path = max(existing, key=os.path.getmtime)
       _drop_partial_record(self.path)
       self._file = open(self.path, 'ab')
     else:
-      self.path = os.path.join(
-          workdir, f'events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.inception_jax')
-      self._file = gfile.GFile(self.path, 'wb')
+      self.path = wd.join(workdir, wd.EVENTS.replace(
+          '*', f'{time.time():.0f}.{socket.gethostname()}.inception_jax'))
+      self._file = wd.path(self.path).open('wb')
     self._records = RecordWriter(self._file)
     if not existing:
       self._write(event_pb2.Event(file_version='brain.Event:2'))
@@ -92,10 +91,10 @@ def _drop_partial_record(path: str) -> None:
 class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, FILE)
+    self.path = wd.join(workdir, FILE)
     self._events = None
     if enabled:
-      gfile.makedirs(workdir)
+      wd.makedirs(workdir)
       self._events = EventFile(workdir)
 
   def _rows(self) -> list[dict]:
@@ -139,7 +138,7 @@ class MetricWriter:
 
   def _replace(self, rows: list[dict]) -> None:
     """Rewrites the log atomically: a crash mid-write leaves the previous version."""
-    runtime.write_atomically(self.path, ''.join(json.dumps(row) + '\n' for row in rows))
+    wd.write_atomically(self.path, ''.join(json.dumps(row) + '\n' for row in rows))
 
   def progress(self, step: int, total: int, scalars: dict[str, float], images_per_sec: float,
                eta_sec: float) -> None:

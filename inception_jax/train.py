@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore
+from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore, workdir as wd
 from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
@@ -98,6 +98,13 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
     raise ConfigError(f'config.dataset.image_size={size} is below the {cls.min_size} pixels '
                       f'{config.model.name} needs; raise it (pretrained: {cls.default_size}) or '
                       'set config.model.small_inputs=True for small images such as CIFAR-10.')
+
+
+def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Fails at once, naming the flag, where a path of the job cannot work (`wd.check`)."""
+  wd.check(workdir, '--workdir')
+  wd.check(config.init_from, '--config.init_from')
+  wd.check(config.dataset.get('data_dir'), '--config.dataset.data_dir')
 
 
 def _field(config: ml_collections.ConfigDict, dotted: str):
@@ -219,12 +226,13 @@ class Trainer(Job):
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     validate(config)
+    check_paths(config, workdir)
     self.workdir = workdir
     faults.set_current_workdir(workdir)
     faults.quiet_library_faults()
     # Writable: before the data and the compiles.
     faults.check_workdir(workdir, tidy=jax.process_count() == 1)
-    if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming ignores init_from
+    if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
       restore.check_init_from_exists(config.init_from)
     super().__init__(config, create_source(
         config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
@@ -237,8 +245,8 @@ class Trainer(Job):
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or (
-        jax.process_count() > 1 and faults.is_peer_lost(error))):
+    if error is not None and (faults.is_disk_full(error) or faults.is_unreachable(
+        error, self.workdir) or (jax.process_count() > 1 and faults.is_peer_lost(error))):
       return  # waiting for the writes in flight would fail again, or wait for a lost process
     try:
       self.checkpointer.close()
@@ -418,6 +426,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   except Exception as e:  # pylint: disable=broad-except
     if faults.is_disk_full(e):
       raise faults.disk_full(e, workdir) from e
+    if faults.is_unreachable(e, workdir):
+      raise faults.unreachable(e, workdir) from e
     if jax.process_count() > 1 and faults.is_peer_lost(e):
       raise distributed.peer_lost(e) from e
     raise
