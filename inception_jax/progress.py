@@ -3,10 +3,14 @@
 The training loop records its step and phase here (`Progress`); `distributed.PeerWatch` publishes
 them with each heartbeat and judges the job's processes with `stalled`. A process whose heartbeat
 stops is lost (PeerWatch); one whose heartbeat goes on while its main thread is stuck (a wedged
-host: a hung filesystem or driver call) is caught here: where no process has moved for
-`limit(timeout)` seconds, max(the peer timeout, `STEP_TIMES` x the median step time), the
-processes furthest behind, still between steps, are the ones the others wait for in a collective.
+host: a hung input pipeline, filesystem or driver call) is caught here: where no process has
+moved for `Progress.limit` seconds, the processes furthest behind, still between steps, are the
+ones the others wait for in a collective.
 
+The limit is max(the peer timeout, `PAUSES` x the longest pause between two steps of the last
+`WINDOW`). JAX dispatches steps ahead of the devices, so the main thread moves in bursts: it waits
+at each step that reads a result (a log line, a checkpoint) for every step dispatched since, and
+that wait is a pause; no process is judged before it has made `sync_every` steps (one such wait).
 Phases other than 'training' (the start and its compiles, saving a checkpoint, evaluating, the
 end) are never judged: they may legitimately take minutes while the others wait. A process counts
 as moved when its step or its phase changes.
@@ -17,7 +21,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import statistics
 import threading
 import time
 from typing import Iterator, Optional
@@ -25,7 +28,8 @@ from typing import Iterator, Optional
 # In the order a step goes through them: a process in a later phase of the same step is ahead.
 PHASES = ('starting', 'training', 'saving', 'evaluating', 'finishing')
 TRAINING = 'training'
-STEP_TIMES = 10  # a stall: no move for max(peer timeout, this many median step times)
+PAUSES = 3  # a stall: no move for max(peer timeout, this many times the longest pause)
+WINDOW = 100  # steps whose pauses count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +54,20 @@ class Seen:
 
 
 class Progress:
-  """The training loop's step and phase (the main thread writes, watchdog threads read)."""
+  """The training loop's step and phase (the main thread writes, watchdog threads read).
+  `sync_every`: the most steps between two that wait for the devices (log lines, checkpoints)."""
 
-  def __init__(self):
+  def __init__(self, sync_every: int = 1):
     self.seen = Seen(0, 'starting', time.monotonic())
-    self._step_times = collections.deque(maxlen=100)
+    self.sync_every = sync_every
+    self._pauses = collections.deque(maxlen=WINDOW)
     self._lock = threading.Lock()
 
   def _set(self, step: int, phase: str) -> None:
     now = time.monotonic()
     with self._lock:
       if phase == TRAINING and self.seen.phase == TRAINING and step > self.seen.step:
-        self._step_times.append((now - self.seen.since) / (step - self.seen.step))
+        self._pauses.append(now - self.seen.since)
       self.seen = Seen(step, phase, now)
 
   def stepped(self, step: int) -> None:
@@ -81,19 +87,22 @@ class Progress:
   def finish(self) -> None:
     self._set(self.seen.step, 'finishing')
 
-  def limit(self, timeout_s: float) -> float:
-    """Seconds without a move that make a stall: max(timeout_s, STEP_TIMES x median step time)."""
+  def limit(self, timeout_s: float) -> Optional[float]:
+    """Seconds without a move that make a stall: max(timeout_s, PAUSES x the longest recent
+    pause); None until `sync_every` steps have been timed."""
     with self._lock:
-      times = list(self._step_times)
-    return max(timeout_s, STEP_TIMES * statistics.median(times)) if times else timeout_s
+      pauses = list(self._pauses)
+    if len(pauses) < min(self.sync_every, WINDOW):
+      return None
+    return max(timeout_s, PAUSES * max(pauses))
 
 
 _CURRENT = [Progress()]
 
 
-def start() -> Progress:
+def start(sync_every: int) -> Progress:
   """A new `Progress` for a run starting in this process; `current()` returns it."""
-  _CURRENT[0] = Progress()
+  _CURRENT[0] = Progress(sync_every)
   return _CURRENT[0]
 
 
@@ -123,8 +132,8 @@ def stall_message(seen: dict[int, Seen], behind: list[int], now: float, limit: f
   first = seen[behind[0]]
   quiet = now - max(s.since for s in seen.values())
   count = len(seen)
-  rule = (f'{quiet:.0f} s, over the limit of {limit:.0f} s: max(--peer_timeout, {STEP_TIMES} x '
-          'the median step time)')
+  rule = (f'{quiet:.0f} s, over the limit of {limit:.0f} s: max(--peer_timeout, {PAUSES} x the '
+          'longest recent pause between steps)')
   if len(behind) == count:
     return (f'no process of {count} has moved past step {first.step} for {rule}: a collective or '
             'a device is stuck')

@@ -401,8 +401,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  watch, stopped = progress.start(), None  # the step watchdog's view (distributed.PeerWatch)
+  stopped = None
   with Trainer(config, workdir) as trainer:
+    # What the step watchdog of a multi-process run sees (distributed.PeerWatch).
+    watch = progress.start(min(trainer.every['log'], trainer.every['checkpoint']))
     start, state = trainer.start()
     num_steps, last_eval = trainer.num_steps, {}
     trainer.writer.say(
