@@ -148,8 +148,10 @@ class PeerWatch:
       seen = {**self._steps, self.me: dataclasses.replace(mine.seen, host=self.host)}
       seen = {p: dataclasses.replace(s, since=max(s.since, self._resumed))
               for p, s in seen.items()}
+      # One whose heartbeat stopped too is judged by `lost` (it may be dead, not stuck).
+      beating = all(now - self._seen[p][1] < self.timeout_s / 2 for p in self._seen)
     limit = mine.limit(self.timeout_s)
-    behind = None if limit is None else progress.stalled(seen, now, limit)
+    behind = None if limit is None or not beating else progress.stalled(seen, now, limit)
     return None if behind is None else progress.stall_message(seen, behind, now, limit)
 
   def _judge(self) -> None:

@@ -176,7 +176,8 @@ def test_a_lost_process_stops_the_others_within_the_timeout(tmp_path, lost):
     for p in procs:
       p.kill()
   result = subprocess.CompletedProcess(survivor.args, survivor.returncode, '', err)
-  what = 'process 1 of 2 stopped responding' if lost == 1 else 'the coordinator (process 0 at'
+  what = (f'process 1 of 2 (host {os.uname().nodename}) stopped responding' if lost == 1 else
+          'the coordinator (process 0 at')
   assert_reported(result, what, 'rerun the same command on every host: it resumes from step')
   assert elapsed < 3 * 1.5 + 10, elapsed  # the timeout, its polling, and the exit
 
