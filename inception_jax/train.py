@@ -3,8 +3,9 @@
 `train_and_evaluate(config, workdir)` is the whole job: it validates the config, builds the mesh,
 the data source, the model and the optimizer, restores the latest checkpoint of `workdir` (or starts
 from `config.init_from`), trains with periodic logging, evaluation and checkpoints, and handles
-preemption (SIGTERM) and non-finite losses. The step functions are in `steps.py`, the checks of
-where a run starts from in `restore.py`.
+preemption (SIGTERM), Ctrl-C (both: `stopping.py`) and non-finite losses. The step functions are
+in `steps.py`, the checks of where a run starts from in `restore.py`; what the loop reports to the
+step watchdog of a multi-process run, in `progress.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import collections
 import functools
 import math
 import re
-import signal
 import time
 from typing import Iterator, Sequence
 
@@ -25,7 +25,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore, workdir as wd
+from inception_jax import (
+  checkpoint as ckpt,
+  distributed,
+  faults,
+  optim,
+  progress,
+  restore,
+  stopping,
+  workdir as wd,
+)
 from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
@@ -245,9 +254,13 @@ class Trainer(Job):
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or faults.is_unreachable(
-        error, self.workdir) or (jax.process_count() > 1 and faults.is_peer_lost(error))):
-      return  # waiting for the writes in flight would fail again, or wait for a lost process
+    if error is not None and (
+        faults.is_disk_full(error) or faults.is_unreachable(error, self.workdir)
+        or isinstance(error, KeyboardInterrupt)
+        or (jax.process_count() > 1 and faults.is_peer_lost(error))):
+      # Waiting for the writes in flight would fail again, wait for a lost process, or hold up a
+      # Ctrl-C that asked to stop at once.
+      return
     try:
       self.checkpointer.close()
       self.writer.close()
@@ -319,8 +332,9 @@ class Trainer(Job):
 
   def save(self, state: TrainState, step: int) -> None:
     """Checkpoints `state` (never a non-finite one) with the input position after `step`."""
-    self.check_finite(state, step)
-    self.checkpointer.save(step, checkpointed(state), self.source.position(step))
+    self.check_finite(state, step)  # waits for the step: not yet 'saving' for the watchdog
+    with progress.current().busy('saving'):
+      self.checkpointer.save(step, checkpointed(state), self.source.position(step))
 
   def log(self, state: TrainState, step: int) -> TrainState:
     """Writes the means of the metrics since the last log line (the learning rate: its value at
@@ -376,33 +390,6 @@ class Trainer(Job):
     return results
 
 
-class PreemptionWatcher:
-  """Turns SIGTERM into a request to checkpoint at the next step boundary (all hosts agree)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._multihost = jax.process_count() > 1
-
-  def __enter__(self):
-    if not self._multihost:  # with several hosts, JAX's preemption service handles SIGTERM
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if self._multihost:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def due(step: int, every: int, last: int) -> bool:
   return step % every == 0 or step == last
 
@@ -427,7 +414,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  stopped = None
   with Trainer(config, workdir) as trainer:
+    # What the step watchdog of a multi-process run sees (distributed.PeerWatch).
+    watch = progress.start(min(trainer.every['log'], trainer.every['checkpoint']))
     start, state = trainer.start()
     num_steps, last_eval = trainer.num_steps, {}
     trainer.writer.say(
@@ -438,19 +428,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       trainer.writer.say(f'{workdir} is already trained to step {start}; evaluating.')
       last_eval = trainer.evaluate(state, start)
     batches = trainer.device_batches(start)
-    with PreemptionWatcher() as preemption:
+    with stopping.StopWatcher(workdir) as stop:
       for step in range(start + 1, num_steps + 1):
         state = trainer.train_step(state, next(batches))
-        if preemption.should_stop(step):
+        watch.stepped(step)
+        if stop.should_stop(step):
           trainer.save(state, step)
-          trainer.checkpointer.wait()
-          trainer.writer.say(f'Preempted: saved {trainer.checkpointer.directory}/{step}; '
-                             'exiting. Rerun the same command to resume.')
+          with watch.busy('saving'):
+            trainer.checkpointer.wait()
+          stopped = stop.stopped(f'{trainer.checkpointer.directory}/{step}')
+          if not stop.interrupted:
+            trainer.writer.say(stopped)
           break
         if due(step, trainer.every['log'], num_steps):
           state = trainer.log(state, step)
         if due(step, trainer.every['checkpoint'], num_steps):
           trainer.save(state, step)
         if due(step, trainer.every['eval'], num_steps):
-          last_eval = trainer.evaluate(state, step)
+          with watch.busy('evaluating'):
+            last_eval = trainer.evaluate(state, step)
+      watch.finish()
+  if stop.interrupted and stopped:
+    raise stopping.Interrupted(stopped)  # after closing the checkpointer and the logs
   return last_eval
