@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore
+from inception_jax import checkpoint as ckpt, distributed, faults, lease, optim, restore
 from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
@@ -224,29 +224,47 @@ class Trainer(Job):
     faults.quiet_library_faults()
     # Writable: before the data and the compiles.
     faults.check_workdir(workdir, tidy=jax.process_count() == 1)
-    if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming ignores init_from
-      restore.check_init_from_exists(config.init_from)
-    super().__init__(config, create_source(
-        config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
-    self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
-    self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    # One job per workdir: a second one stops here, naming the first (held until __exit__).
+    self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
+    try:
+      if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming: no init_from
+        restore.check_init_from_exists(config.init_from)
+      super().__init__(config, create_source(
+          config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+          seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
+      self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
+      self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    except BaseException:
+      self._release()
+      raise
     self._timer = (time.perf_counter(), 0)
 
   def __enter__(self) -> 'Trainer':
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or (
-        jax.process_count() > 1 and faults.is_peer_lost(error))):
-      return  # waiting for the writes in flight would fail again, or wait for a lost process
     try:
-      self.checkpointer.close()
-      self.writer.close()
-    except Exception:  # pylint: disable=broad-except
-      if error is None:
-        raise
-      logging.exception('Closing the checkpointer after an error failed as well.')
+      if error is not None and (faults.is_disk_full(error) or (
+          jax.process_count() > 1 and faults.is_peer_lost(error))):
+        return  # waiting for the writes in flight would fail again, or wait for a lost process
+      try:
+        self.checkpointer.close()
+        self.writer.close()
+      except Exception:  # pylint: disable=broad-except
+        if error is None:
+          raise
+        logging.exception('Closing the checkpointer after an error failed as well.')
+    finally:
+      self._release()
+
+  def _release(self) -> None:
+    """Gives the workdir's lease back (process 0); a failure to is logged, not raised."""
+    if self.lease is not None:
+      try:
+        self.lease.release()
+      except Exception:  # pylint: disable=broad-except  (it expires by itself)
+        logging.exception('Giving back the lease of %s failed.', self.workdir)
+      self.lease = None
 
   def pretrained_state(self, path: str) -> TrainState:
     restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
