@@ -19,6 +19,7 @@ still holds the token read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -85,10 +86,15 @@ class _Local:
 
   def _temporary(self, holder: dict) -> str:
     temporary = f'{self.path}.{holder["token"]}.tmp'
-    with open(temporary, 'w') as f:
-      json.dump(holder, f)
-      f.flush()
-      os.fsync(f.fileno())
+    try:
+      with open(temporary, 'w') as f:
+        json.dump(holder, f)
+        f.flush()
+        os.fsync(f.fileno())
+    except BaseException:  # a full disk: no temporary file left behind
+      with contextlib.suppress(OSError):
+        os.unlink(temporary)
+      raise
     return temporary
 
   def create(self, holder: dict) -> Optional[str]:
@@ -114,10 +120,8 @@ class _Local:
         return
       os.unlink(self.path)
     # With no lease there, a job holding the old lock file meanwhile replaces nothing: safe to go.
-    try:
+    with contextlib.suppress(OSError):
       os.unlink(self._lock.lock_file)
-    except OSError:
-      pass
 
 
 class _Object:
