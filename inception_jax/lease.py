@@ -61,7 +61,11 @@ def _pid_alive(pid: int) -> bool:
     return False
   except PermissionError:  # another user's process
     return True
-  return True
+  try:  # a zombie (killed, not yet reaped by its parent) is dead
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rpartition(')')[2].split()[0] != 'Z'
+  except (OSError, IndexError):
+    return True
 
 
 def describe(holder: dict) -> str:

@@ -74,11 +74,13 @@ def test_a_stale_lease_is_taken_over_and_its_holder_stops(root):
 
 
 def test_a_dead_pid_of_this_host_is_taken_over_at_once(root):
-  ended = subprocess.Popen(['true'])
-  ended.wait()
-  dead = write_holder(root, pid=ended.pid)
+  killed = subprocess.Popen(['sleep', '60'])
+  killed.kill()
+  os.waitid(os.P_PID, killed.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped: a zombie
+  dead = write_holder(root, pid=killed.pid)
   said = []
   lease.Lease(root, say=said.append).acquire().release()
+  killed.wait()
   assert said == [f'Took over the lease of {root} from a dead job (host {dead["host"]}, pid '
                   f'{dead["pid"]}, started {dead["started"]}): pid {dead["pid"]} no longer runs '
                   'on this host.']
