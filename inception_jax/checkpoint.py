@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
 import time
 from typing import Any, Iterable, Optional
 
 from absl import logging
-from etils import epath
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from inception_jax import runtime
+from inception_jax import faults, workdir as wd
 from inception_jax.errors import ConfigError, MissingError, first_line
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
-MODEL_INFO = 'model.json'
+MODEL_INFO = wd.MODEL_INFO
 
 
 DIGEST = 'digest'  # the item of a training checkpoint that holds `digest(state)`
@@ -83,7 +80,7 @@ def verify(tree: Any, recorded: Optional[dict], where: str) -> None:
 
 
 def _recorded_digest(step_dir: str) -> Optional[dict]:
-  path = epath.Path(step_dir) / DIGEST
+  path = wd.path(step_dir) / DIGEST
   if not path.exists():
     return None
   return dict(ocp.JsonCheckpointHandler().restore(path))
@@ -104,8 +101,10 @@ def unreadable(error: BaseException) -> bool:
 
 class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.workdir = wd.absolute(workdir)
+    self.directory = wd.checkpoints(workdir)
     self.keep = keep
+    self._saving: Optional[int] = None  # the step of the save in flight
     self._manager = self._make_manager()
 
   def _make_manager(self) -> ocp.CheckpointManager:
@@ -116,7 +115,7 @@ class Checkpointer:
                                  item_names=('state', 'data', DIGEST))
 
   def steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    return wd.finished_steps(self.directory)
 
   def latest_step(self) -> Optional[int]:
     steps = self.steps()
@@ -126,9 +125,17 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         **{DIGEST: ocp.args.JsonSave(digest(state))}), force=True)
+    self._finished()  # Orbax finishes a save before it starts the next
+    self._saving = step
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self._finished()
+
+  def _finished(self) -> None:
+    if self._saving is not None:
+      faults.note_saved(self._saving)
+    self._saving = None
 
   def restore_latest(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
     """(step, state, data_state) of the newest readable checkpoint, or None when there is none."""
@@ -136,8 +143,9 @@ class Checkpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        step_dir = os.path.join(self.directory, str(step))
+        step_dir = wd.step_dir(self.workdir, step)
         verify(restored['state'], _recorded_digest(step_dir), step_dir)
+        faults.note_saved(step)
         return step, restored['state'], dict(restored['data'])
       except Exception as e:  # pylint: disable=broad-except
         if not unreadable(e):  # a fault of this run (memory, storage, config), not of the bytes
@@ -153,14 +161,12 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception) -> None:
     """Moves an unreadable checkpoint to WORKDIR/checkpoints_corrupt/ (process 0; every process
     reads the same bytes, so all of them find it unreadable and go on to the previous one)."""
-    corrupt = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt')
-    target = os.path.join(corrupt, f'{step}-{int(time.time())}')
+    target = wd.join(wd.corrupt(self.workdir), f'{step}-{int(time.time())}')
     logging.error('Checkpoint %s/%d is unreadable (%s: %s); moved it to %s and trying the '
                   'previous one.', self.directory, step, type(error).__name__,
                   first_line(error), target)
     if jax.process_index() == 0:
-      os.makedirs(corrupt, exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      wd.move(wd.step_dir(self.workdir, step), target)
     self._manager.close()
     self._manager = self._make_manager()
 
@@ -206,24 +212,22 @@ class ModelRecord:
     from inception_jax.models import model_class
     return cls(model, dict(options), model_class(model).default_size,
                imagenet.RECORDS.get(options['num_classes']),
-               f'{source}:{os.path.abspath(input_path)}')
+               f'{source}:{wd.absolute(input_path)}')
 
   def write(self, directory: str) -> None:
-    runtime.tensorflow().io.gfile.makedirs(directory)  # gfile: local paths and gs://
-    runtime.write_atomically(os.path.join(directory, MODEL_INFO),
-                             json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+    wd.makedirs(directory)
+    wd.write_atomically(wd.join(directory, MODEL_INFO),
+                        json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
 
   @classmethod
   def read(cls, path: str, step_dirs: bool = True) -> Optional['ModelRecord']:
     """The record of a converted checkpoint, a workdir or (with `step_dirs`) one of a workdir's
     checkpoint steps (`workdir/checkpoints/N`); None where there is none."""
-    tf = runtime.tensorflow()
-    path = os.path.abspath(path)
-    for directory in (path, os.path.dirname(os.path.dirname(path)))[:2 if step_dirs else 1]:
-      name = os.path.join(directory, MODEL_INFO)
-      if tf.io.gfile.exists(name):
-        with tf.io.gfile.GFile(name) as f:
-          fields = json.load(f)
+    path = wd.absolute(path)
+    for directory in (path, step_dirs and wd.owner(path)):
+      name = directory and wd.join(directory, MODEL_INFO)
+      if name and wd.exists(name):
+        fields = json.loads(wd.read_text(name))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in fields.items() if k in known})
     return None
@@ -252,7 +256,7 @@ def save_variables(path: str, variables: Any, record: Optional[ModelRecord] = No
   """Writes a model's `variables` ({'params', 'batch_stats'}) as one Orbax checkpoint, with its
   `record` beside them when given."""
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(path), variables, force=True)
+    checkpointer.save(wd.absolute(path), variables, force=True)
   if record is not None:
     record.write(path)
 
@@ -264,18 +268,18 @@ def load_variables(path: str, ema: bool = False) -> Any:
   step of its checkpoints (`WORKDIR/checkpoints/<step>`). From a train state, `ema` takes the
   moving average of the parameters (what evaluation reports) instead of the raw ones.
   """
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    steps = [int(s) for s in os.listdir(os.path.join(path, 'checkpoints')) if s.isdigit()]
-    if not steps:
-      raise MissingError(f'{path}/checkpoints holds no checkpoint to start from.')
-    path = os.path.join(path, 'checkpoints', str(max(steps)))
-  if os.path.isdir(os.path.join(path, 'state')):
-    state = _restore_on_host(os.path.join(path, 'state'))
+  path = wd.absolute(path)
+  if wd.isdir(wd.checkpoints(path)):
+    step = wd.latest_step(path)
+    if step is None:
+      raise MissingError(f'{wd.checkpoints(path)} holds no checkpoint to start from.')
+    path = wd.step_dir(path, step)
+  if wd.isdir(wd.join(path, 'state')):
+    state = _restore_on_host(wd.join(path, 'state'))
     verify(state, _recorded_digest(path), path)
     params = state['ema_params'] if ema and state.get('ema_params') else state['params']
     return {'params': params, 'batch_stats': state['batch_stats']}
-  if not os.path.isdir(path):
+  if not wd.isdir(path):
     raise MissingError(f'No checkpoint at {path}: config.init_from takes a directory written '
                        'by `python -m inception_jax.convert` or a training workdir.')
   return _restore_on_host(path)
@@ -288,7 +292,7 @@ def _restore_on_host(path: str) -> Any:
   step-level metadata of its own, and a `Checkpointer` warns about that on every read."""
   handler = ocp.StandardCheckpointHandler()
   try:
-    directory = epath.Path(path)
+    directory = wd.path(path)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),

@@ -107,8 +107,10 @@ def main(argv=None) -> None:
   parser.add_argument('--no_aux', action='store_true',
                       help="TF-slim: leave the auxiliary head out even when the checkpoint has one")
   args = parser.parse_args(argv)
-  from inception_jax import runtime
+  from inception_jax import runtime, workdir as wd
   runtime.start()
+  with errors.reported():
+    wd.check(args.output, '--output')
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
   if not exists:
     prefix = ' (a TF1 checkpoint is named by its prefix: x.ckpt for x.ckpt.index)'

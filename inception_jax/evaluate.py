@@ -41,7 +41,7 @@ from typing import Any, Iterator, Optional, Sequence
 from absl import app, flags
 import numpy as np
 
-from inception_jax import errors, runtime
+from inception_jax import errors, runtime, workdir as wd
 from inception_jax.errors import ConfigError, MissingError
 
 PROTOCOLS = (1, 10, 12, 144)
@@ -100,7 +100,7 @@ class Member:
 def load_member(path: str, params: str) -> Member:
   from inception_jax import checkpoint as ckpt
   from inception_jax.models import create
-  if not os.path.isdir(path):
+  if not wd.isdir(path):
     raise MissingError(f'--checkpoint {path} is not a directory: pass a directory written by '
                        '`python -m inception_jax.convert`, or a training workdir.')
   record = ckpt.ModelRecord.read(path)
@@ -213,14 +213,14 @@ def dump_crops(directory: str, source, protocols, size: int) -> None:
   examples, encoded = example_dataset(source)
   image, _, _ = next(iter(examples))
   full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image
-  os.makedirs(directory, exist_ok=True)
+  wd.makedirs(directory)
   for protocol in protocols:
     images = crop_fn([protocol], [size], encoded)(image, 0, 1.0)[0][crop_key(protocol, size)]
     names = ['central'] if protocol == 1 else crops.names(protocol, size)
     for name, crop in zip(names, images.numpy()):
-      tf.io.write_file(os.path.join(directory, f'{protocol}crops-{name}.png'),
-                       tf.io.encode_png(crop))
-  tf.io.write_file(os.path.join(directory, 'original.png'), tf.io.encode_png(full))
+      wd.write_atomically(wd.join(directory, f'{protocol}crops-{name}.png'),
+                          tf.io.encode_png(crop).numpy())
+  wd.write_atomically(wd.join(directory, 'original.png'), tf.io.encode_png(full).numpy())
 
 
 def probabilities_fn(member: Member, mesh_sharding):
@@ -352,7 +352,11 @@ def main(argv) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start()
   import jax
+  output = FLAGS.output or wd.join(FLAGS.checkpoint[0], wd.EVALUATION)
   with errors.reported():
+    for path, flag in [*((c, '--checkpoint') for c in FLAGS.checkpoint), (output, '--output'),
+                       (FLAGS.data_dir, '--data_dir'), (FLAGS.dump_crops, '--dump_crops')]:
+      wd.check(path, flag)
     protocols = parse_protocols(FLAGS.crops)
     if FLAGS.dump_crops:
       member = load_member(FLAGS.checkpoint[0], FLAGS.params)
@@ -368,9 +372,7 @@ def main(argv) -> None:
   if FLAGS.json:
     for record in records:
       print(json.dumps(record))
-  output = FLAGS.output or os.path.join(FLAGS.checkpoint[0], 'evaluation.json')
-  with open(output, 'w') as f:
-    json.dump(records, f, indent=1)
+  wd.write_atomically(output, json.dumps(records, indent=1))
   print(f'Wrote {output}.', file=sys.stderr)
 
 

@@ -25,7 +25,7 @@ import sys
 from typing import Optional
 import uuid
 
-from inception_jax import errors, runtime
+from inception_jax import errors, workdir as wd
 from inception_jax.errors import UserError, chain
 
 EXIT_STATUS = 75  # os.EX_TEMPFAIL
@@ -38,6 +38,11 @@ _DISK_FULL = re.compile(r'No space left on device|Disk quota exceeded|'
 _PEER_LOST = re.compile(r'Gloo .*failed|Connection reset by peer|heartbeat timeout|'
                         r'stopped sending heartbeats|Socket closed|NCCL (error|failure)|'
                         r'coordination service')
+# How an object store that does not answer reads in the errors of gcsfs (aiohttp) and TensorStore,
+# once their retries are spent.
+_UNREACHABLE = re.compile(r'Cannot connect to host|Connection refused|Couldn\'t connect to server|'
+                          r'ServerDisconnected|Connection reset|UNAVAILABLE|DEADLINE_EXCEEDED|'
+                          r'Service Unavailable|Temporary failure in name resolution')
 
 
 class Fault(UserError):
@@ -50,6 +55,10 @@ class DiskFull(Fault, OSError):
 
 
 class PeerLost(Fault):
+  pass
+
+
+class StorageUnreachable(Fault):
   pass
 
 
@@ -67,6 +76,11 @@ def is_peer_lost(error: BaseException) -> bool:
   return bool(_PEER_LOST.search(_text(error)))
 
 
+def is_unreachable(error: BaseException, workdir: str) -> bool:
+  """Whether `error` says that the object store holding `workdir` stopped answering."""
+  return wd.is_remote(workdir) and bool(_UNREACHABLE.search(_text(error)))
+
+
 def failed_path(error: BaseException) -> Optional[str]:
   """The file a failed write names, where its message names one."""
   for e in chain(error):
@@ -78,21 +92,8 @@ def failed_path(error: BaseException) -> Optional[str]:
   return None
 
 
-def latest_saved_step(workdir: str) -> Optional[int]:
-  """The newest finalized checkpoint step in `workdir` (local or gs://), read from the directory
-  names (an unfinished save has a temporary name)."""
-  gfile = runtime.tensorflow().io.gfile
-  directory = os.path.join(workdir, 'checkpoints')
-  if not gfile.isdir(directory):
-    return None
-  steps = [int(name.strip('/')) for name in gfile.listdir(directory) if name.strip('/').isdigit()]
-  if '://' in workdir:  # object stores: Orbax writes N/ in place and marks it finished
-    steps = [s for s in steps
-             if gfile.exists(os.path.join(directory, str(s), 'commit_success.txt'))]
-  return max(steps) if steps else None
-
-
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
+_SAVED: list[int] = []  # the newest checkpoint step the running job saw finished (`note_saved`)
 
 
 def set_current_workdir(workdir: str) -> None:
@@ -103,10 +104,17 @@ def current_workdir() -> Optional[str]:
   return _WORKDIR[0] if _WORKDIR else None
 
 
-def resume_hint(workdir: str, hosts: bool = False) -> str:
-  """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'."""
-  step = latest_saved_step(workdir)
-  where = (f'it resumes from step {step} ({os.path.join(workdir, "checkpoints", str(step))})'
+def note_saved(step: int) -> None:
+  """Records that checkpoint `step` is finished (restored, or saved by this job)."""
+  _SAVED[:] = [step]
+
+
+def resume_hint(workdir: str, hosts: bool = False, look: bool = True) -> str:
+  """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'.
+  `look=False` (storage that does not answer): N is the newest step this job saw finished."""
+  step = wd.latest_step(workdir) if look else (_SAVED[0] if _SAVED else None)
+  later = '' if look else ' or a later one'
+  where = (f'it resumes from step {step}{later} ({wd.step_dir(workdir, step)})'
            if step is not None else 'no checkpoint was saved yet, so it starts again')
   return f'rerun the same command{" on every host" if hosts else ""}: {where}'
 
@@ -120,6 +128,12 @@ def disk_full(error: BaseException, workdir: str) -> DiskFull:
                   f'copying this one), then {resume_hint(workdir)}.')
 
 
+def unreachable(error: BaseException, workdir: str) -> StorageUnreachable:
+  return StorageUnreachable(
+      f'the storage holding {workdir} stopped answering ({errors.first_line(error, 200)}). '
+      f'Nothing saved before is lost. Once it answers again, {resume_hint(workdir, look=False)}.')
+
+
 def _remove(directories: list[str]) -> None:
   for directory in directories:
     with contextlib.suppress(OSError):
@@ -129,7 +143,7 @@ def _remove(directories: list[str]) -> None:
 def _missing_directories(path: str) -> list[str]:
   """The local directories that `makedirs(path)` would create, deepest first."""
   missing = []
-  path = os.path.abspath(path) if '://' not in path else ''
+  path = '' if wd.is_remote(path) else wd.absolute(path)
   while path and not os.path.exists(path):
     missing.append(path)
     path = os.path.dirname(path)
@@ -141,9 +155,11 @@ def mib(size: float) -> str:
 
 
 def _free_bytes(path: str) -> Optional[int]:
+  """The free bytes of the local disk holding `path`; None on object stores."""
+  path = '' if wd.is_remote(path) else wd.absolute(path)
   while path and not os.path.exists(path):
     path = os.path.dirname(path)
-  if '://' in path or not path:
+  if not path:
     return None
   return shutil.disk_usage(path).free
 
@@ -152,21 +168,18 @@ def check_workdir(workdir: str, tidy: bool = True) -> None:
   """Fails before anything is compiled where `workdir` cannot be created or written (found by
   writing a file there, then removing it and any directory made for it). `tidy=False` keeps the
   directories made (several processes probing one shared workdir at once)."""
-  gfile = runtime.tensorflow().io.gfile
-  probe = os.path.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
+  probe = wd.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
   created = _missing_directories(workdir) if tidy else []
   try:
-    gfile.makedirs(workdir)
-    with gfile.GFile(probe, 'w') as f:
-      f.write('inception_jax checks that the workdir is writable\n')
-    gfile.remove(probe)
-  except Exception as e:  # pylint: disable=broad-except  (OSError or tf.errors.*)
+    wd.makedirs(workdir)
+    wd.write_atomically(probe, 'inception_jax checks that the workdir is writable\n')
+    wd.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a storage client's error)
     _remove(created)
     if is_disk_full(e):
       raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '
                      'another --workdir.') from None
-    reason = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
-    reason = re.sub(r'^\S+; ', '', reason.strip().splitlines()[0])  # gfile starts with the path
+    reason = getattr(e, 'strerror', None) or errors.first_line(e)
     raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
                     'Choose a directory you can write, or fix its permissions.') from None
   _remove(created)  # made again when something is written: a failed start leaves none
@@ -183,8 +196,8 @@ def check_room(workdir: str, checkpoint_bytes: int) -> None:
 
 
 class _QuietFaults(logging.Filter):
-  """Drops the errors that libraries' background threads log, traceback and all, for a fault that
-  this module reports itself in a sentence (Orbax logs a full disk from each of its writers)."""
+  """Drops the errors that libraries log, traceback and all, for a fault that this module reports
+  itself in a sentence (Orbax logs a full disk from each of its writers, gcsfs its last retry)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno < logging.WARNING:
@@ -192,7 +205,7 @@ class _QuietFaults(logging.Filter):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += ' ' + _text(record.exc_info[1])
-    return not _DISK_FULL.search(text)
+    return not (_DISK_FULL.search(text) or _UNREACHABLE.search(text))
 
 
 def _closed_loop_noise(unraisable) -> bool:
@@ -208,11 +221,12 @@ def _closed_loop_noise(unraisable) -> bool:
 
 
 def quiet_library_faults() -> None:
-  """Installs `_QuietFaults` on absl's logger (Orbax logs through it), and a
+  """Installs `_QuietFaults` on the loggers of absl (Orbax logs through it) and gcsfs, and a
   `sys.unraisablehook` that drops `_closed_loop_noise`; idempotent."""
-  logger = logging.getLogger('absl')
-  if not any(isinstance(f, _QuietFaults) for f in logger.filters):
-    logger.addFilter(_QuietFaults())
+  for name in ('absl', 'gcsfs'):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _QuietFaults) for f in logger.filters):
+      logger.addFilter(_QuietFaults())
   previous = sys.unraisablehook
   if getattr(previous, 'inception_jax', False):
     return

@@ -255,13 +255,14 @@ class Lease:
                      'job writes the workdir.')
         return
 
-  def release(self) -> None:
-    """Stops renewing and gives the lease back (where this job still holds it)."""
+  def release(self, give_back: bool = True) -> None:
+    """Stops renewing and gives the lease back (where this job still holds it; `give_back=False`:
+    leaves it to expire, where the store cannot be reached)."""
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
       self._thread = None
-    if self._generation is not None:
+    if self._generation is not None and give_back:
       self._store.delete(self._generation)
       self._generation = None
 

@@ -18,7 +18,7 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
-from inception_jax import errors, runtime
+from inception_jax import errors, runtime, workdir as wd
 from inception_jax.errors import MissingError
 from inception_jax.models import diagnostics
 
@@ -43,8 +43,8 @@ DPI = 100
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The rows of `workdir`'s metrics.jsonl; an error naming the workdir when it has none."""
-  from inception_jax import metrics  # TensorFlow's gfile, loaded when first needed
-  path = os.path.join(workdir, metrics.FILE)
+  from inception_jax import metrics  # TensorBoard's writer, loaded when first needed
+  path = wd.join(workdir, wd.METRICS)
   rows = metrics.read_rows(path)
   if rows is None:
     raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
@@ -181,6 +181,9 @@ def main(argv=None) -> None:
       parser.error(f'--size {args.size}: give WIDTHxHEIGHT in pixels, each at least 100, '
                    'e.g. --size=1600x1000.')
   with errors.reported():
+    for workdir in args.workdirs:
+      wd.check(workdir, 'WORKDIR')
+    wd.check(args.output, '--output')
     fig = figure(args.workdirs, args.labels.split(',') if args.labels else None,
                  args.metrics.split(',') if args.metrics else None, size)
   with errors.reported():
@@ -192,14 +195,12 @@ def save(fig, path: str, extension: str) -> None:
   """Writes `fig` to `path` (local or gs://), creating its directory."""
   buffer = io.BytesIO()
   fig.savefig(buffer, format=extension, dpi=DPI)
-  gfile = runtime.tensorflow().io.gfile
   try:
     if os.path.dirname(path):
-      gfile.makedirs(os.path.dirname(path))
-    with gfile.GFile(path, 'wb') as f:
-      f.write(buffer.getvalue())
-  except Exception as e:  # pylint: disable=broad-except  (tf.errors and OSError alike)
-    raise errors.UserError(f'cannot write {path}: {getattr(e, "message", e)}; pass another '
+      wd.makedirs(os.path.dirname(path))
+    wd.write_atomically(path, buffer.getvalue())
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a storage client's error)
+    raise errors.UserError(f'cannot write {path}: {errors.first_line(e)}; pass another '
                            '--output.') from e
 
 

@@ -14,7 +14,6 @@ reported on stderr and the others are still classified; the exit status is then 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -106,9 +105,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   args = parser.parse_args(argv)
-  from inception_jax import runtime
+  from inception_jax import runtime, workdir as wd
   runtime.start()
-  if not os.path.isdir(args.checkpoint):
+  with errors.reported():
+    wd.check(args.checkpoint, '--checkpoint')
+  if not wd.isdir(args.checkpoint):
     parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
   tf = runtime.tensorflow()
   with errors.reported():
@@ -130,8 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   for path in args.images:
     try:
-      with tf.io.gfile.GFile(path, 'rb') as f:
-        ready.append((path, predictor.preprocess(f.read())))
+      ready.append((path, predictor.preprocess(wd.read_bytes(path))))
     except (tf.errors.OpError, OSError, ValueError) as e:
       failed += 1
       reason = getattr(e, 'message', None) or str(e)

@@ -32,11 +32,12 @@ import re
 import socket
 import sys
 import tarfile
+import tempfile
 from typing import Iterator
 import urllib.parse
 import urllib.request
 
-from inception_jax import errors, runtime
+from inception_jax import errors, runtime, workdir as wd
 from inception_jax.errors import MissingError, UserError
 
 IMAGENET_SITE = 'https://image-net.org/download-images'
@@ -304,11 +305,13 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       tfds.display_progress_bar(True)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
       dataset_dir = os.path.dirname(builder.data_dir)
-      local = '://' not in dataset_dir
-      with exclusive(dataset_dir) if local else contextlib.nullcontext():
-        if local:
+      local = not wd.is_remote(dataset_dir)
+      if local:
+        with exclusive(dataset_dir):
           remove_leftovers(dataset_dir)
-        builder.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+          builder.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+      else:
+        staged(name, builder, config)
   except UserError:
     raise
   except ImportError as e:
@@ -321,9 +324,16 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
   return builder.data_dir
 
 
-def local_path(path: str) -> str:
-  """`path` made absolute unless it is a URL (gs://...): the printed flags work from anywhere."""
-  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
+def staged(name: str, builder, config) -> None:
+  """Prepares `name` in a local temporary directory, then copies it to `builder`'s object store
+  (ArrayRecord's writer and TFDS's extractor write local files only); dataset_info.json, which
+  tells TFDS that the data is prepared, comes last."""
+  import tensorflow_datasets as tfds
+  with tempfile.TemporaryDirectory(prefix='inception_jax_prepare_') as staging:
+    local = tfds.builder(name, data_dir=staging)
+    local.download_and_prepare(download_config=config, file_format=ARRAY_RECORD)
+    print(f'Copying {local.data_dir} to {builder.data_dir}.')
+    wd.copy_tree(local.data_dir, builder.data_dir, last=('dataset_info.json',))
 
 
 def main(argv=None) -> None:
@@ -341,9 +351,13 @@ def main(argv=None) -> None:
                            f'the directory holding {CIFAR10_FILE}')
   args = parser.parse_args(argv)
   runtime.start()
-  data_dir, manual_dir = local_path(args.data_dir), args.manual_dir and local_path(args.manual_dir)
+  # Absolute, unless URLs: the printed flags work from anywhere.
+  data_dir = wd.absolute(args.data_dir)
+  manual_dir = args.manual_dir and wd.absolute(args.manual_dir)
   try:
     with errors.reported():
+      wd.check(data_dir, '--data_dir')
+      wd.check(manual_dir, '--manual_dir')
       where = prepare(args.dataset, data_dir, manual_dir)
   except KeyboardInterrupt:
     sys.stderr.write('\nInterrupted. Rerun the same command to start over.\n')

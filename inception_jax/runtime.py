@@ -13,7 +13,7 @@
   CPU gets a directory of its own (a home directory shared by a cluster's different machines).
   A cache directory set by the user (`JAX_COMPILATION_CACHE_DIR` or `jax.config`) wins, and
   `INCEPTION_JAX_XLA_DEFAULTS=0` leaves the cache as JAX has it (off).
-- `tensorflow()` imports TensorFlow, which the project uses on the host only (tf.data, gfile),
+- `tensorflow()` imports TensorFlow, which the project uses on the host only (tf.data),
   with GPUs and TPUs hidden from it: JAX owns the accelerators.
 - TensorFlow's C++ logs are kept to errors (`TF_CPP_MIN_LOG_LEVEL=2`) and its oneDNN kernels off
   (`TF_ENABLE_ONEDNN_OPTS=0`): they speed up TensorFlow's matrix products and convolutions, which
@@ -133,23 +133,6 @@ def tensorflow():
                     'it may hold accelerator memory that JAX needs. Import inception_jax (or call '
                     'inception_jax.runtime.tensorflow()) before using TensorFlow.', stacklevel=2)
   return tf
-
-
-def write_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` (local or gs://) through a temporary file renamed over it: a crash or
-  a full disk mid-write leaves the previous version (and no temporary file)."""
-  gfile = tensorflow().io.gfile
-  temporary = path + '.tmp'
-  try:
-    with gfile.GFile(temporary, 'w') as f:
-      f.write(text)
-    gfile.rename(temporary, path, overwrite=True)
-  except BaseException:
-    try:
-      gfile.remove(temporary)
-    except Exception:  # pylint: disable=broad-except  (never written, or gone)
-      pass
-    raise
 
 
 def start() -> None:

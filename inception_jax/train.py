@@ -25,7 +25,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, distributed, faults, lease, optim, restore
+from inception_jax import (
+  checkpoint as ckpt,
+  distributed,
+  faults,
+  lease,
+  optim,
+  restore,
+  workdir as wd,
+)
 from inception_jax.data import Source, create_source
 from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
@@ -98,6 +106,13 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
     raise ConfigError(f'config.dataset.image_size={size} is below the {cls.min_size} pixels '
                       f'{config.model.name} needs; raise it (pretrained: {cls.default_size}) or '
                       'set config.model.small_inputs=True for small images such as CIFAR-10.')
+
+
+def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Fails at once, naming the flag, where a path of the job cannot work (`wd.check`)."""
+  wd.check(workdir, '--workdir')
+  wd.check(config.init_from, '--config.init_from')
+  wd.check(config.dataset.get('data_dir'), '--config.dataset.data_dir')
 
 
 def _field(config: ml_collections.ConfigDict, dotted: str):
@@ -219,6 +234,7 @@ class Trainer(Job):
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     validate(config)
+    check_paths(config, workdir)
     self.workdir = workdir
     faults.set_current_workdir(workdir)
     faults.quiet_library_faults()
@@ -227,7 +243,7 @@ class Trainer(Job):
     # One job per workdir: a second one stops here, naming the first (held until __exit__).
     self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
     try:
-      if config.init_from and faults.latest_saved_step(workdir) is None:  # resuming: no init_from
+      if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
         restore.check_init_from_exists(config.init_from)
       super().__init__(config, create_source(
           config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
@@ -243,8 +259,9 @@ class Trainer(Job):
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
+    unreachable = error is not None and faults.is_unreachable(error, self.workdir)
     try:
-      if error is not None and (faults.is_disk_full(error) or (
+      if error is not None and (faults.is_disk_full(error) or unreachable or (
           jax.process_count() > 1 and faults.is_peer_lost(error))):
         return  # waiting for the writes in flight would fail again, or wait for a lost process
       try:
@@ -255,13 +272,13 @@ class Trainer(Job):
           raise
         logging.exception('Closing the checkpointer after an error failed as well.')
     finally:
-      self._release()
+      self._release(give_back=not unreachable)  # unreachable: it expires by itself
 
-  def _release(self) -> None:
+  def _release(self, give_back: bool = True) -> None:
     """Gives the workdir's lease back (process 0); a failure to is logged, not raised."""
     if self.lease is not None:
       try:
-        self.lease.release()
+        self.lease.release(give_back)
       except Exception:  # pylint: disable=broad-except  (it expires by itself)
         logging.exception('Giving back the lease of %s failed.', self.workdir)
       self.lease = None
@@ -429,6 +446,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   except Exception as e:  # pylint: disable=broad-except
     if faults.is_disk_full(e):
       raise faults.disk_full(e, workdir) from e
+    if faults.is_unreachable(e, workdir):
+      raise faults.unreachable(e, workdir) from e
     if jax.process_count() > 1 and faults.is_peer_lost(e):
       raise distributed.peer_lost(e) from e
     raise

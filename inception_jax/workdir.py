@@ -15,9 +15,9 @@ Storage: `etils.epath`, the layer that Orbax and TFDS use as well, so one settin
 them. For object stores (gs://, s3://, ...) it goes through fsspec (gcsfs for gs://), not through
 TensorFlow's gfile: `inception_jax.runtime` sets `EPATH_USE_TF=false` at import (a value set in the
 environment wins). fsspec honours `STORAGE_EMULATOR_HOST`, TensorStore (Orbax's arrays)
-`TENSORSTORE_GCS_HTTP_URL`, and ArrayRecord (TFDS's prepared data) `CLOUD_STORAGE_EMULATOR_ENDPOINT`:
-`use_emulator(url)` sets all three, so a GCS API server on 127.0.0.1 (fake-gcs-server) stands in
-for Cloud Storage in the tests.
+`TENSORSTORE_GCS_HTTP_URL`, and ArrayRecord (TFDS's prepared data)
+`CLOUD_STORAGE_EMULATOR_ENDPOINT`: `use_emulator(url)` sets all three, so a GCS API server on
+127.0.0.1 (fake-gcs-server) stands in for Cloud Storage in the tests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ import re
 from typing import Optional
 
 from etils import epath
+import fsspec
+
+from inception_jax.errors import ConfigError, MissingError, UserError, first_line
 
 CHECKPOINTS = 'checkpoints'
 CORRUPT = 'checkpoints_corrupt'
@@ -42,6 +45,15 @@ COMMIT_MARKER = 'commit_success.txt'
 EMULATOR_VARIABLES = ('STORAGE_EMULATOR_HOST',  # fsspec/gcsfs and Google's Python clients
                       'TENSORSTORE_GCS_HTTP_URL',  # TensorStore: Orbax's arrays
                       'CLOUD_STORAGE_EMULATOR_ENDPOINT')  # google-cloud-cpp: ArrayRecord files
+# The URL schemes that epath reaches (through fsspec; gs:// with gcsfs, s3:// with s3fs, ...).
+SCHEMES = ('gs', 's3', 'az', 'hf')
+CREDENTIALS_FIX = ('log in with `gcloud auth application-default login`, or set '
+                   'GOOGLE_APPLICATION_CREDENTIALS to a service account\'s key file (on a Cloud '
+                   'VM or TPU: give it a service account)')
+# fsspec's clients read listings afresh: a workdir is written by other processes too (the job
+# that an evaluation or a plot follows, another host), and a cached listing would miss their steps.
+for _scheme in ('gs', 's3'):
+  fsspec.config.conf.setdefault(_scheme, {}).setdefault('use_listings_cache', False)
 _SCHEME = re.compile(r'^([a-zA-Z][a-zA-Z0-9+.-]*)://')
 
 
@@ -80,6 +92,12 @@ def checkpoints(workdir: str) -> str:
 
 def step_dir(workdir: str, step: int) -> str:
   return join(checkpoints(workdir), str(step))
+
+
+def owner(step: str) -> Optional[str]:
+  """The workdir of `step` where it is one of its checkpoints (`WORKDIR/checkpoints/N`)."""
+  parent = os.path.dirname(absolute(step))
+  return os.path.dirname(parent) if os.path.basename(parent) == CHECKPOINTS else None
 
 
 def corrupt(workdir: str) -> str:
@@ -168,6 +186,53 @@ def move(source: str, target: str) -> None:
     return
   target_path.parent.mkdir(parents=True, exist_ok=True)
   source_path.rename(target_path)
+
+
+def check(p: Optional[str], flag: str) -> None:
+  """Fails at once, naming `flag`, where the URL `p` cannot work: a scheme with no storage
+  backend, gs:// without credentials, a bucket that does not exist (a missing bucket, or missing
+  credentials, would otherwise surface as retries for minutes, or as a hang in ArrayRecord's
+  reader). Local paths, and what a path holds, are left to the callers."""
+  kind = p and scheme(p)
+  if not kind:
+    return
+  if kind not in SCHEMES:
+    raise ConfigError(f'{flag}={p}: {kind}:// is no storage this project reaches; pass a local '
+                      'path or a gs:// URL (or s3://, az:// with their fsspec package).')
+  try:
+    fsspec.get_filesystem_class(kind)
+  except ImportError as e:
+    raise ConfigError(f'{flag}={p}: {e}.') from None
+  if kind == 'gs' and not emulated():
+    import google.auth
+    from google.auth import exceptions
+    try:
+      google.auth.default()
+    except exceptions.DefaultCredentialsError as e:
+      raise ConfigError(f'{flag}={p}: no Google Cloud credentials to reach it '
+                        f'({first_line(e, 120)}): {CREDENTIALS_FIX}.') from None
+  bucket = f'{kind}://{p[len(kind) + 3:].split("/")[0]}'
+  try:
+    found = path(bucket).exists()
+  except Exception as e:  # pylint: disable=broad-except  (permissions, network)
+    raise UserError(f'{flag}={p}: cannot reach {bucket} ({first_line(e)}).') from None
+  if not found:
+    raise MissingError(f'{flag}={p}: the bucket {bucket} does not exist (or these credentials '
+                       'cannot see it); create it, or name another.')
+
+
+def copy_tree(source: str, target: str, last: tuple[str, ...] = ()) -> None:
+  """Copies the files under `source` to `target` (local or object stores), the files named in
+  `last` after the others (a marker that the copy is whole)."""
+  def files(directory: epath.Path) -> list[epath.Path]:
+    children = list(directory.iterdir())
+    return [c for c in children if not c.is_dir()] + [
+        f for c in children if c.is_dir() for f in files(c)]
+  root = path(source)
+  for file in sorted(files(root), key=lambda f: (f.name in last, os.fspath(f))):
+    destination = path(target) / os.path.relpath(os.fspath(file), os.fspath(root))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(file.read_bytes())
 
 
 def use_emulator(url: str, environ: Optional[dict] = None) -> dict[str, str]:

@@ -26,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # train_utils, and the configs it imports
 
-from inception_jax import faults  # noqa: E402
+from inception_jax import workdir as wd  # noqa: E402
 
 from train_utils import (  # noqa: E402
   ROOT,
@@ -73,7 +73,7 @@ def chaos(workdir: str, reference: str, steps: int, kills: int, seed: int,
       log(f'kill {i + 1}: the run finished before it (delay {delay:.2f} s)')
       break
     landed += 1
-    saved = faults.latest_saved_step(workdir)
+    saved = wd.latest_step(workdir)
     if newest is not None and (saved is None or saved < newest):
       raise AssertionError(f'kill {i + 1}: the newest checkpoint went from {newest} to {saved}')
     newest = saved

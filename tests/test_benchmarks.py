@@ -143,3 +143,21 @@ def test_gpu_speed_variants_run_one_by_one_and_label_their_json(tmp_path):
                        env=dict(environment(), SPEED='1', VARIANTS='warp9'), capture_output=True,
                        text=True, timeout=60)
   assert bad.returncode == 2 and 'unknown variant warp9' in bad.stderr
+
+
+def test_input_pipeline_benchmark_streams_prepared_data_from_disk_and_a_bucket(tmp_path):
+  """--data_dir: the job's stream of fake ImageNet prepared on disk and, with --emulate, from a
+  bucket (fake-gcs-server behind the delaying proxy) at each latency, with either reader."""
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/input_pipeline.py', f'--data_dir={tmp_path}', '--make_data',
+       '--images=24', '--shards=2', '--emulate', '--latency_ms=0,10',
+       '--readers=batched,one_by_one', '--batch=4', '--steps=1', '--runs=1', '--image_size=64',
+       '--json'], cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert [(s['bucket'], s['reader'], s['latency_ms']) for s in record['streams']] == [
+      (False, 'batched', None), (False, 'one_by_one', None), (True, 'batched', 0),
+      (True, 'batched', 10), (True, 'one_by_one', 0), (True, 'one_by_one', 10)]
+  assert all(s['img_per_sec'] > 0 for s in record['streams'])
+  assert set(record['bucket_over_local']) == {'batched@0ms', 'batched@10ms', 'one_by_one@0ms',
+                                              'one_by_one@10ms'}

@@ -9,11 +9,10 @@ import tempfile
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from inception_jax.data import create_source, preprocessing
 
-from train_utils import tiny_config, write_image_folder
+from train_utils import mocked_tfds, tiny_config, write_image_folder
 
 
 def dataset_config(name, image_size=75, **fields):
@@ -49,7 +48,7 @@ def recording(source):
 
 @pytest.fixture
 def mock_tfds():
-  with tfds.testing.mock_data(num_examples=40):
+  with mocked_tfds(num_examples=40):
     yield
 
 

@@ -8,14 +8,13 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from inception_jax import checkpoint as ckpt, evaluate
 from inception_jax.data import crops
 from inception_jax.models import create
 from inception_jax.steps import init_variables
 
-from train_utils import ROOT, environment, metrics, write_image_folder
+from train_utils import ROOT, environment, metrics, mocked_tfds, write_image_folder
 
 
 def last_eval(workdir):
@@ -74,7 +73,7 @@ def imagenet_network(tmp_path):
 
 
 def test_multi_crop_on_mock_imagenet(imagenet_network):
-  with tfds.testing.mock_data(num_examples=6):
+  with mocked_tfds(num_examples=6):
     members = [evaluate.load_member(imagenet_network, 'ema')]
     evaluate.check_classes(members, evaluate.make_source('imagenet2012', None, None, 75, 2))
     assert members[0].drop_background  # scored on ImageNet's 1000 classes

@@ -145,16 +145,15 @@ def test_full_disk_while_writing_the_metrics_keeps_the_log_whole(tmp_path):
 
 
 def test_write_atomically_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-  from inception_jax import runtime
+  from inception_jax import workdir
   path = str(tmp_path / 'log.jsonl')
-  runtime.write_atomically(path, 'old\n')
-  gfile = runtime.tensorflow().io.gfile
+  workdir.write_atomically(path, 'old\n')
 
   def failing_rename(*args, **kwargs):
     raise OSError(28, 'No space left on device')
-  monkeypatch.setattr(gfile, 'rename', failing_rename)
+  monkeypatch.setattr(type(workdir.path(path)), 'replace', failing_rename)
   with pytest.raises(OSError) as raised:
-    runtime.write_atomically(path, 'new\n')
+    workdir.write_atomically(path, 'new\n')
   assert faults.is_disk_full(raised.value)
   assert open(path).read() == 'old\n' and os.listdir(tmp_path) == ['log.jsonl']
 

@@ -1,11 +1,13 @@
 """Helpers for training tests: a tiny config of the demo, in-process and command-line runs."""
 
+import contextlib
 import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import numpy as np
@@ -102,3 +104,15 @@ def write_image_folder(root, corrupt=True):
   if corrupt:
     (root / 'train' / 'dog' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
   return root
+
+
+@contextlib.contextmanager
+def mocked_tfds(num_examples: int):
+  """`tfds.testing.mock_data`, but for the data source's batched read: TFDS 4.9's mock sets the
+  array-record source's `__getitems__` unbound, so that `source.__getitems__(keys)` (what
+  `inception_jax.data.tfds_sources` calls) fails; here it reads the mock's examples one by one."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core.data_sources import base
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      base.BaseDataSource, '__getitems__', lambda self, keys: [self[k] for k in keys]):
+    yield
