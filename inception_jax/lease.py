@@ -259,7 +259,7 @@ class Lease:
     """Stops renewing and gives the lease back (where this job still holds it; `give_back=False`:
     leaves it to expire, where the store cannot be reached)."""
     self._stop.set()
-    if self._thread is not None:
+    if self._thread is not None and give_back:  # else not waited for: it may wait for the store
       self._thread.join()
       self._thread = None
     if self._generation is not None and give_back:
