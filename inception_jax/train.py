@@ -29,6 +29,7 @@ from inception_jax import (
   checkpoint as ckpt,
   distributed,
   faults,
+  lease,
   optim,
   progress,
   restore,
@@ -241,33 +242,51 @@ class Trainer(Job):
     faults.quiet_library_faults()
     # Writable: before the data and the compiles.
     faults.check_workdir(workdir, tidy=jax.process_count() == 1)
-    if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
-      restore.check_init_from_exists(config.init_from)
-    super().__init__(config, create_source(
-        config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
-    self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
-    self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    # One job per workdir: a second one stops here, naming the first (held until __exit__).
+    self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
+    try:
+      if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
+        restore.check_init_from_exists(config.init_from)
+      super().__init__(config, create_source(
+          config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+          seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
+      self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
+      self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    except BaseException:
+      self._release()
+      raise
     self._timer = (time.perf_counter(), 0)
 
   def __enter__(self) -> 'Trainer':
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (
-        faults.is_disk_full(error) or faults.is_unreachable(error, self.workdir)
-        or isinstance(error, KeyboardInterrupt)
-        or (jax.process_count() > 1 and faults.is_peer_lost(error))):
-      # Waiting for the writes in flight would fail again, wait for a lost process, or hold up a
-      # Ctrl-C that asked to stop at once.
-      return
+    unreachable = error is not None and faults.is_unreachable(error, self.workdir)
     try:
-      self.checkpointer.close()
-      self.writer.close()
-    except Exception:  # pylint: disable=broad-except
-      if error is None:
-        raise
-      logging.exception('Closing the checkpointer after an error failed as well.')
+      if error is not None and (
+          faults.is_disk_full(error) or unreachable or isinstance(error, KeyboardInterrupt)
+          or (jax.process_count() > 1 and faults.is_peer_lost(error))):
+        # Waiting for the writes in flight would fail again, wait for a lost process, or hold up
+        # a Ctrl-C that asked to stop at once.
+        return
+      try:
+        self.checkpointer.close()
+        self.writer.close()
+      except Exception:  # pylint: disable=broad-except
+        if error is None:
+          raise
+        logging.exception('Closing the checkpointer after an error failed as well.')
+    finally:
+      self._release(give_back=not unreachable)  # unreachable: it expires by itself
+
+  def _release(self, give_back: bool = True) -> None:
+    """Gives the workdir's lease back (process 0); a failure to is logged, not raised."""
+    if self.lease is not None:
+      try:
+        self.lease.release(give_back)
+      except Exception:  # pylint: disable=broad-except  (it expires by itself)
+        logging.exception('Giving back the lease of %s failed.', self.workdir)
+      self.lease = None
 
   def pretrained_state(self, path: str) -> TrainState:
     restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
