@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, faults, train
+from inception_jax import checkpoint as ckpt, config_checks, faults, train
 from inception_jax.errors import ConfigError, MissingError
 
 import train_utils as tu
@@ -234,7 +234,7 @@ def test_digest_names_the_changed_array_and_ignores_the_order_of_addition():
 ])
 def test_bad_config_values_fail_naming_the_field(overrides, message):
   with pytest.raises(ConfigError) as raised:
-    train.validate(tu.tiny_config(**overrides))
+    config_checks.validate(tu.tiny_config(**overrides))
   assert message in str(raised.value)
 
 
