@@ -304,10 +304,10 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
   is completed with the eval step instead of compiling the train step again."""
   import jax
 
-  from inception_jax import train
+  from inception_jax import config_checks, train
   where = target(topology) if isinstance(topology, str) else topology
   chips = len(where.devices)
-  train.validate(config, where.devices)
+  config_checks.validate(config, where.devices)
   job = train.Job(config, _source(config, where.devices), where.devices)
   report = {
       'topology': where.name, 'description': where.description, 'chips': chips,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+import socket
 import threading
 import time
 from typing import Optional
@@ -11,7 +13,7 @@ from typing import Optional
 from absl import logging
 import jax
 
-from inception_jax import faults
+from inception_jax import faults, progress
 from inception_jax.errors import ConfigError, first_line
 
 PEER_TIMEOUT_S = 60.0  # how long a silent process counts as alive (main.py: --peer_timeout)
@@ -48,16 +50,23 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
 
 
 class PeerWatch:
-  """Each process of a job writes a counter to the coordinator's key-value store every
-  `timeout_s / 10` seconds and reads the others'. A process whose counter has not moved for
-  `timeout_s`, or a coordinator that has not answered for as long, is lost: this process then
-  says so and exits with `faults.EXIT_STATUS` (a collective waiting on the lost process would
-  otherwise hang until JAX's heartbeat aborts it with a C++ stack dump).
+  """Each process of a job writes a counter, its step and its phase (`progress.Seen`) to the
+  coordinator's key-value store every `timeout_s / 10` seconds and reads the others'. A process
+  whose counter has not moved for `timeout_s`, or a coordinator that has not answered for as
+  long, is lost; where every process's step has stood still for `progress.Progress.limit`, the
+  ones behind are stuck (`progress.stalled`: a main thread stuck while its heartbeat goes on).
+  This process then says so and exits with `faults.EXIT_STATUS` (a collective waiting on the lost
+  process would otherwise hang, or with a dead peer, until JAX's heartbeat aborts it with a C++
+  stack dump).
 
   Two daemon threads: one talks to the coordinator (a call to a dead one may block), the other
-  judges. `verdict()` lets the main thread, whose collective failed, wait for the judgement."""
+  judges; they run while the main thread waits in a collective (XLA releases the GIL). A judge
+  that finds it slept far longer than it asked (this process was stopped, SIGSTOP then SIGCONT)
+  starts its clocks again rather than count the others as silent. `verdict()` lets the main
+  thread, whose collective failed, wait for the judgement."""
 
   PREFIX = 'inception_jax/alive/'
+  STALLED = PREFIX + 'stalled'  # the first judgement of a stall, for every process to give
   current: Optional['PeerWatch'] = None
 
   def __init__(self, timeout_s: float):
@@ -66,10 +75,13 @@ class PeerWatch:
     self.address = jax_distributed.global_state.coordinator_address
     self.timeout_s = float(timeout_s)
     self.me, self.count = jax.process_index(), jax.process_count()
+    self.host = socket.gethostname()
     now = time.monotonic()
     self._lock = threading.Lock()
     self._seen = {p: (None, now) for p in range(self.count) if p != self.me}
-    self._answered = now
+    self._steps = {p: progress.Seen(0, 'starting', now) for p in self._seen}
+    self._answered = self._resumed = now
+    self._told: Optional[str] = None  # another process's judgement of a stall
     self._lost = threading.Event()
 
   def start(self) -> None:
@@ -80,8 +92,10 @@ class PeerWatch:
   def _beat(self) -> None:
     beat = 0
     while True:
+      mine = dataclasses.replace(progress.current().seen, host=self.host)
       try:
-        self.client.key_value_set(f'{self.PREFIX}{self.me}', str(beat), allow_overwrite=True)
+        self.client.key_value_set(f'{self.PREFIX}{self.me}', f'{beat} {mine.encode()}',
+                                  allow_overwrite=True)
         values = dict(self.client.key_value_dir_get(self.PREFIX))
       except Exception:  # pylint: disable=broad-except  (the coordinator is unreachable)
         time.sleep(self.timeout_s / 10)
@@ -89,12 +103,29 @@ class PeerWatch:
       now = time.monotonic()
       with self._lock:
         self._answered = now
+        self._told = values.get(self.STALLED)
         for p, (value, _) in self._seen.items():
           new = values.get(f'{self.PREFIX}{p}')
           if new is not None and new != value:
             self._seen[p] = (new, now)
+            self._note(p, new.partition(' ')[2], now)
       beat += 1
       time.sleep(self.timeout_s / 10)
+
+  def _note(self, p: int, text: str, now: float) -> None:
+    seen = progress.Seen.decode(text, now)
+    old = self._steps[p]
+    if seen is not None and (seen.step, seen.phase, seen.host) != (old.step, old.phase, old.host):
+      self._steps[p] = seen
+
+  def _restart_clocks(self, now: float) -> None:
+    with self._lock:
+      self._answered = now
+      self._seen = {p: (value, now) for p, (value, _) in self._seen.items()}
+      self._resumed = now
+
+  def _name(self, p: int) -> str:
+    return progress.name(p, self.count, self._steps[p].host if p != self.me else self.host)
 
   def lost(self) -> Optional[str]:
     """What was lost ('process 1 of 2', 'the coordinator ...'), or None while all are there."""
@@ -105,28 +136,60 @@ class PeerWatch:
                 f'for {now - self._answered:.0f} s')
       silent = [p for p, (_, seen) in self._seen.items() if now - seen > self.timeout_s]
     if silent:
-      names = ', '.join(map(str, silent))
-      return (f'process {names} of {self.count} stopped responding (no heartbeat for '
-              f'{self.timeout_s:.0f} s: killed, crashed, or its host went down)')
+      names = ', '.join(self._name(p) for p in silent)
+      return (f'{names} stopped responding (no heartbeat for {self.timeout_s:.0f} s: killed, '
+              'crashed, frozen, or its host went down)')
     return None
 
+  def stuck(self) -> Optional[str]:
+    """Which processes the others wait for, their heartbeats going on (`progress.stalled`)."""
+    now, mine = time.monotonic(), progress.current()
+    with self._lock:
+      seen = {**self._steps, self.me: dataclasses.replace(mine.seen, host=self.host)}
+      seen = {p: dataclasses.replace(s, since=max(s.since, self._resumed))
+              for p, s in seen.items()}
+      # One whose heartbeat stopped too is judged by `lost` (it may be dead, not stuck).
+      beating = all(now - self._seen[p][1] < self.timeout_s / 2 for p in self._seen)
+    limit = mine.limit(self.timeout_s)
+    behind = None if limit is None or not beating else progress.stalled(seen, now, limit)
+    return None if behind is None else progress.stall_message(seen, behind, now, limit)
+
   def _judge(self) -> None:
+    tick = self.timeout_s / 10
+    last = time.monotonic()
     while True:
-      time.sleep(self.timeout_s / 10)
+      time.sleep(tick)
+      now = time.monotonic()
+      if now - last > 3 * tick + 1:  # this process was stopped: the others' silence is its own
+        self._restart_clocks(now)
+      last = now
       what = self.lost()
+      if what is None:
+        what = self.stuck() or self._told
+        if what is not None and what != self._told:
+          self._tell(what)
       if what is not None:
         self._lost.set()
         faults.exit_now(peer_lost_message(what, self.me))
 
+  def _tell(self, what: str) -> None:
+    """Leaves the judgement of a stall in the key-value store, for the others to give: they may
+    judge a little later, and where this process ended first they would see only its heartbeat
+    stop."""
+    try:
+      self.client.key_value_set(self.STALLED, what, allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  (the others judge for themselves)
+      pass
+
   def verdict(self, wait_s: float) -> Optional[str]:
-    """`lost()` once it has an answer or after `wait_s` seconds."""
+    """`lost()` or `stuck()` once either has an answer, or after `wait_s` seconds."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-      what = self.lost()
+      what = self.lost() or self.stuck()
       if what is not None:
         return what
       time.sleep(min(0.2, self.timeout_s / 10))
-    return self.lost()
+    return self.lost() or self.stuck()
 
 
 def peer_lost_message(what: str, me: int) -> str:

@@ -195,9 +195,15 @@ def check_room(workdir: str, checkpoint_bytes: int) -> None:
                    'there or choose another --workdir.')
 
 
+# Orbax's warnings, from every thread that saves, that a preemption sync point was reached: the job
+# says itself where it saved (stopping.StopWatcher).
+_SAID_ALREADY = re.compile(r'Reached preemption sync point')
+
+
 class _QuietFaults(logging.Filter):
   """Drops the errors that libraries log, traceback and all, for a fault that this module reports
-  itself in a sentence (Orbax logs a full disk from each of its writers, gcsfs its last retry)."""
+  itself in a sentence (Orbax logs a full disk from each of its writers, gcsfs its last retry),
+  and the warnings of `_SAID_ALREADY`."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno < logging.WARNING:
@@ -205,7 +211,8 @@ class _QuietFaults(logging.Filter):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += ' ' + _text(record.exc_info[1])
-    return not (_DISK_FULL.search(text) or _UNREACHABLE.search(text))
+    return not (_DISK_FULL.search(text) or _UNREACHABLE.search(text)
+                or _SAID_ALREADY.search(text))
 
 
 def _closed_loop_noise(unraisable) -> bool:

@@ -6,7 +6,9 @@
 Configs are `ml_collections` files; any field can be overridden, e.g. `--config.batch_size=512`
 (a misspelt field is an error naming it). Rerunning the same command resumes from the latest
 checkpoint. Errors in the settings end in one or two lines (`inception_jax/errors.py`); faults (a
-full disk, a lost process) in a few, with exit status 75 (`inception_jax/faults.py`).
+full disk, a lost or stuck process) in a few, with exit status 75 (`inception_jax/faults.py`);
+Ctrl-C saves at the next step and ends in one line with status 130, a second one stops at once
+(`inception_jax/stopping.py`).
 """
 
 import os
@@ -26,7 +28,9 @@ flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordin
 flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
 flags.DEFINE_float('peer_timeout', 60.0,
                    'Seconds without a heartbeat after which a multi-process run counts a process '
-                   'as lost; the others then stop, saying which, within about this time.')
+                   'as lost, and the least time without a step after which it counts one that the '
+                   'others wait for as stuck; they then stop, saying which, within about this '
+                   'time.')
 config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -34,16 +38,19 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from inception_jax import distributed, supervise
+  from inception_jax import distributed, stopping, supervise
   if distributed.joins_others(FLAGS.coordinator_address) and supervise.wanted():
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
-  runtime.start()
-  from inception_jax import train
+  stopping.StopWatcher.exit_at_once = True
   try:
+    runtime.start()
+    from inception_jax import train
     with errors.reported():
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                              FLAGS.peer_timeout)
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except KeyboardInterrupt as e:  # Ctrl-C: one line, status 130 (stopping.py)
+    stopping.exit_interrupted(e, FLAGS.workdir)
   except Exception:  # pylint: disable=broad-except
     if not errors.joined_others():
       raise

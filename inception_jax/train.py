@@ -1,19 +1,17 @@
 """Training and evaluation: one jitted step, data-parallel over every device of every host.
 
-`train_and_evaluate(config, workdir)` is the whole job: it validates the config, builds the mesh,
-the data source, the model and the optimizer, restores the latest checkpoint of `workdir` (or starts
-from `config.init_from`), trains with periodic logging, evaluation and checkpoints, and handles
-preemption (SIGTERM) and non-finite losses. The step functions are in `steps.py`, the checks of
-where a run starts from in `restore.py`.
+`train_and_evaluate(config, workdir)` is the whole job: it validates the config
+(`config_checks.py`), builds the mesh, the data source, the model and the optimizer, restores the
+latest checkpoint of `workdir` (or starts from `config.init_from`), trains with periodic logging,
+evaluation and checkpoints, and handles preemption (SIGTERM), Ctrl-C (both: `stopping.py`) and
+non-finite losses. The step functions are in `steps.py`, the checks of where a run starts from in
+`restore.py`; what the loop reports to the step watchdog of a multi-process run, in `progress.py`.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import math
-import re
-import signal
 import time
 from typing import Iterator, Sequence
 
@@ -25,11 +23,21 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, distributed, faults, optim, restore, workdir as wd
+from inception_jax import (
+  checkpoint as ckpt,
+  config_checks,
+  distributed,
+  faults,
+  lease,
+  optim,
+  progress,
+  restore,
+  stopping,
+  workdir as wd,
+)
 from inception_jax.data import Source, create_source
-from inception_jax.errors import ConfigError
 from inception_jax.metrics import MetricWriter
-from inception_jax.models import create, model_class
+from inception_jax.models import create
 from inception_jax.steps import (
   DIAGNOSTICS_COUNT,
   LATEST,
@@ -44,127 +52,8 @@ from inception_jax.steps import (
   with_diagnostics,
 )
 
-
-def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-  if config.num_train_steps is not None:
-    return int(config.num_train_steps)
-  return int(math.ceil(config.num_epochs * steps_per_epoch))
-
-
 # Training batches on the devices ahead of the one being trained on (input overlaps compute).
 PREFETCH = 2
-EVENTS = ('log', 'eval', 'checkpoint')  # what happens every so many steps (or epochs)
-# What to pass for a field that a config requires (`config.required`) and the command line lacks.
-REQUIRED_HINTS = {'init_from': 'DIR: a directory written by `python -m inception_jax.convert`, '
-                               'or a training workdir'}
-
-
-def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
-             ) -> None:
-  """Fails before any compute, naming the field to fix. `devices`: those the job runs on (default:
-  all of them)."""
-  for field in config.get('required', ()):
-    if config[field] is None:
-      raise ConfigError(f'This config needs --config.{field}='
-                        f'{REQUIRED_HINTS.get(field, "VALUE")}.')
-  devices = jax.devices() if devices is None else devices
-  processes = len({d.process_index for d in devices})
-  for field in ('batch_size', 'eval_batch_size'):
-    value = config[field]
-    if value <= 0 or value % len(devices):
-      raise ConfigError(f'config.{field}={value} must be a positive multiple of the '
-                        f'{len(devices)} devices ({processes} process(es)) it is split over.')
-  cls = model_class(config.model.name)
-  for event in EVENTS:
-    steps, epochs = config[f'{event}_every_steps'], config.get(f'{event}_every_epochs')
-    if steps is None and epochs is None:
-      raise ConfigError(f'Set config.{event}_every_steps or config.{event}_every_epochs.')
-    if (steps if steps is not None else epochs) <= 0:
-      field = f'{event}_every_steps' if steps is not None else f'{event}_every_epochs'
-      raise ConfigError(f'config.{field}={config[field]} must be positive.')
-  if config.num_train_steps is None and config.num_epochs <= 0:
-    raise ConfigError('Set config.num_train_steps or a positive config.num_epochs.')
-  for field, (interval, hint) in RANGES.items():
-    value = _field(config, field)
-    if value is not None and not in_interval(value, interval):
-      raise ConfigError(f'config.{field}={value} must be in {interval}'
-                        + (f' ({hint}).' if hint else '.'))
-  scale = config.model.get('residual_scale')
-  if scale is not None and any(s < 0 for s in np.ravel(np.asarray(scale, dtype=float))):
-    raise ConfigError(f'config.model.residual_scale={scale} must not be negative (the paper '
-                      'scales residuals by 0.1 to 0.3; 1 adds them unscaled).')
-  size = config.dataset.image_size
-  if not config.model.get('small_inputs') and size < cls.min_size:
-    raise ConfigError(f'config.dataset.image_size={size} is below the {cls.min_size} pixels '
-                      f'{config.model.name} needs; raise it (pretrained: {cls.default_size}) or '
-                      'set config.model.small_inputs=True for small images such as CIFAR-10.')
-
-
-def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Fails at once, naming the flag, where a path of the job cannot work (`wd.check`)."""
-  wd.check(workdir, '--workdir')
-  wd.check(config.init_from, '--config.init_from')
-  wd.check(config.dataset.get('data_dir'), '--config.dataset.data_dir')
-
-
-def _field(config: ml_collections.ConfigDict, dotted: str):
-  node = config
-  for key in dotted.split('.'):
-    if key not in node:
-      return None
-    node = node[key]
-  return node
-
-
-def _ranges(table: str) -> dict[str, tuple[str, str]]:
-  """{field: (interval, hint)} from lines 'field  interval  hint'."""
-  rows = [re.match(r'(\S+)\s+([(\[].*?[)\]])\s*(.*)', line) for line in table.strip().splitlines()]
-  return {row[1]: (row[2], row[3]) for row in rows}
-
-
-def in_interval(value: float, interval: str) -> bool:
-  """Whether `value` lies in `interval`, written '(0, 1]', '[0, inf)' and so on."""
-  low, high = (float(x) for x in interval[1:-1].split(','))
-  above = value > low if interval[0] == '(' else value >= low
-  below = value < high if interval[-1] == ')' else value <= high
-  return above and below
-
-
-# Fields whose sensible values form an interval, and what to set (checked by `validate`).
-RANGES = _ranges("""
-learning_rate           (0, inf)  the paper: 0.045 at batch 256
-reference_batch_size    (0, inf)
-model.dropout_keep      (0, 1]    the keep probability; the paper: 0.8, 1 disables dropout
-model.depth_multiplier  (0, inf)  1.0: the paper's widths
-model.bn_momentum       [0, 1)    TF-slim: 0.9997
-lr_decay_rate           (0, 1]    the paper: 0.94
-lr_decay_epochs         (0, inf)  the paper: 2
-warmup_epochs           [0, inf)
-rmsprop_decay           [0, 1)    the paper: 0.9
-rmsprop_momentum        [0, 1)    TF-slim: 0.9
-rmsprop_epsilon         (0, inf)  the paper: 1.0
-grad_clip_norm          [0, inf)  0 disables clipping
-weight_decay            [0, inf)
-label_smoothing         [0, 1)    the Inception-v3 paper: 0.1
-aux_loss_weight         [0, inf)
-ema_decay               [0, 1)    0 evaluates the raw parameters
-keep_checkpoints        [1, inf)
-num_train_steps         [1, inf)  or unset it to train config.num_epochs
-dataset.min_crop_area   (0, 1]    a fraction of the image area
-dataset.max_image_pixels  (0, inf)  folder:PATH skips larger images; default 89,478,485
-""")
-
-
-def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
-  """Steps between log lines, evaluations and checkpoints: `<event>_every_steps`, or where that is
-  unset, `<event>_every_epochs` epochs (at least one step)."""
-  every = {}
-  for event in EVENTS:
-    steps = config[f'{event}_every_steps']
-    if steps is None:
-      steps = max(1, round(config[f'{event}_every_epochs'] * steps_per_epoch))
-    every[event] = int(steps)
-  return every
 
 
 class Job:
@@ -182,8 +71,8 @@ class Job:
     self.diagnostics = diagnostics_for(self.model, config)
     source.fit_eval_batch(len(devices))
     self.steps_per_epoch = source.steps_per_epoch
-    self.every = intervals(config, self.steps_per_epoch)
-    self.num_steps = total_steps(config, self.steps_per_epoch)
+    self.every = config_checks.intervals(config, self.steps_per_epoch)
+    self.num_steps = config_checks.total_steps(config, self.steps_per_epoch)
     self.schedule = optim.learning_rate_schedule(config, self.steps_per_epoch)
     self.tx = optim.make_optimizer(config, self.schedule)
 
@@ -225,36 +114,58 @@ class Trainer(Job):
   checkpoints and metric output. Use as a context manager: leaving it waits for the last save."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    validate(config)
-    check_paths(config, workdir)
+    config_checks.validate(config)
+    config_checks.check_paths(config, workdir)
     self.workdir = workdir
     faults.set_current_workdir(workdir)
     faults.quiet_library_faults()
     # Writable: before the data and the compiles.
     faults.check_workdir(workdir, tidy=jax.process_count() == 1)
-    if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
-      restore.check_init_from_exists(config.init_from)
-    super().__init__(config, create_source(
-        config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
-    self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
-    self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    # One job per workdir: a second one stops here, naming the first (held until __exit__).
+    self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
+    try:
+      if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
+        restore.check_init_from_exists(config.init_from)
+      super().__init__(config, create_source(
+          config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+          seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count()))
+      self.checkpointer = ckpt.Checkpointer(workdir, keep=config.keep_checkpoints)
+      self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    except BaseException:
+      self._release()
+      raise
     self._timer = (time.perf_counter(), 0)
 
   def __enter__(self) -> 'Trainer':
     return self
 
   def __exit__(self, kind, error, traceback) -> None:
-    if error is not None and (faults.is_disk_full(error) or faults.is_unreachable(
-        error, self.workdir) or (jax.process_count() > 1 and faults.is_peer_lost(error))):
-      return  # waiting for the writes in flight would fail again, or wait for a lost process
+    unreachable = error is not None and faults.is_unreachable(error, self.workdir)
     try:
-      self.checkpointer.close()
-      self.writer.close()
-    except Exception:  # pylint: disable=broad-except
-      if error is None:
-        raise
-      logging.exception('Closing the checkpointer after an error failed as well.')
+      if error is not None and (
+          faults.is_disk_full(error) or unreachable or isinstance(error, KeyboardInterrupt)
+          or (jax.process_count() > 1 and faults.is_peer_lost(error))):
+        # Waiting for the writes in flight would fail again, wait for a lost process, or hold up
+        # a Ctrl-C that asked to stop at once.
+        return
+      try:
+        self.checkpointer.close()
+        self.writer.close()
+      except Exception:  # pylint: disable=broad-except
+        if error is None:
+          raise
+        logging.exception('Closing the checkpointer after an error failed as well.')
+    finally:
+      self._release(give_back=not unreachable)  # unreachable: it expires by itself
+
+  def _release(self, give_back: bool = True) -> None:
+    """Gives the workdir's lease back (process 0); a failure to is logged, not raised."""
+    if self.lease is not None:
+      try:
+        self.lease.release(give_back)
+      except Exception:  # pylint: disable=broad-except  (it expires by itself)
+        logging.exception('Giving back the lease of %s failed.', self.workdir)
+      self.lease = None
 
   def pretrained_state(self, path: str) -> TrainState:
     restore.check_pretrained(path, self.config.model.name, self.model)  # before compiling
@@ -319,8 +230,9 @@ class Trainer(Job):
 
   def save(self, state: TrainState, step: int) -> None:
     """Checkpoints `state` (never a non-finite one) with the input position after `step`."""
-    self.check_finite(state, step)
-    self.checkpointer.save(step, checkpointed(state), self.source.position(step))
+    self.check_finite(state, step)  # waits for the step: not yet 'saving' for the watchdog
+    with progress.current().busy('saving'):
+      self.checkpointer.save(step, checkpointed(state), self.source.position(step))
 
   def log(self, state: TrainState, step: int) -> TrainState:
     """Writes the means of the metrics since the last log line (the learning rate: its value at
@@ -383,33 +295,6 @@ class Trainer(Job):
     return results
 
 
-class PreemptionWatcher:
-  """Turns SIGTERM into a request to checkpoint at the next step boundary (all hosts agree)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._multihost = jax.process_count() > 1
-
-  def __enter__(self):
-    if not self._multihost:  # with several hosts, JAX's preemption service handles SIGTERM
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if self._multihost:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def due(step: int, every: int, last: int) -> bool:
   return step % every == 0 or step == last
 
@@ -434,7 +319,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  stopped = None
   with Trainer(config, workdir) as trainer:
+    # What the step watchdog of a multi-process run sees (distributed.PeerWatch).
+    watch = progress.start(min(trainer.every['log'], trainer.every['checkpoint']))
     start, state = trainer.start()
     num_steps, last_eval = trainer.num_steps, {}
     trainer.writer.say(
@@ -447,21 +335,28 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     elif start and due(start, trainer.every['eval'], num_steps) and not trainer.evaluated(start):
       last_eval = trainer.evaluate(state, start)  # the run that saved `start` died evaluating it
     batches = trainer.device_batches(start)
-    with PreemptionWatcher() as preemption:
+    with stopping.StopWatcher(workdir) as stop:
       for step in range(start + 1, num_steps + 1):
         state = trainer.train_step(state, next(batches))
-        if preemption.should_stop(step):
+        watch.stepped(step)
+        if stop.should_stop(step):
           if due(step, trainer.every['log'], num_steps):  # the row would be lost: the run
             state = trainer.log(state, step)  # resumes after this step
           trainer.save(state, step)
-          trainer.checkpointer.wait()
-          trainer.writer.say(f'Preempted: saved {trainer.checkpointer.directory}/{step}; '
-                             'exiting. Rerun the same command to resume.')
+          with watch.busy('saving'):
+            trainer.checkpointer.wait()
+          stopped = stop.stopped(f'{trainer.checkpointer.directory}/{step}')
+          if not stop.interrupted:
+            trainer.writer.say(stopped)
           break
         if due(step, trainer.every['log'], num_steps):
           state = trainer.log(state, step)
         if due(step, trainer.every['checkpoint'], num_steps):
           trainer.save(state, step)
         if due(step, trainer.every['eval'], num_steps):
-          last_eval = trainer.evaluate(state, step)
+          with watch.busy('evaluating'):
+            last_eval = trainer.evaluate(state, step)
+      watch.finish()
+  if stop.interrupted and stopped:
+    raise stopping.Interrupted(stopped)  # after closing the checkpointer and the logs
   return last_eval

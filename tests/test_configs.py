@@ -94,25 +94,26 @@ def test_tiny_demo_is_the_demo_shrunk_for_tests():
 @pytest.mark.parametrize('arg,model', IMAGENET_MODELS)
 def test_finetune_recipe_needs_init_from_and_scales_to_the_dataset(arg, model):
   from configs import finetune
-  from inception_jax import train
+  from inception_jax import config_checks
   from inception_jax.models import model_class
   config = finetune.get_config(arg)
   assert config.model.name == model
   assert config.dataset.image_size == model_class(model).default_size
   with pytest.raises(ValueError, match='This config needs --config.init_from=DIR'):
-    train.validate(config)
+    config_checks.validate(config)
   config.init_from = '/path/to/weights'
-  train.validate(config)
-  assert train.intervals(config, steps_per_epoch=3) == {'log': 1, 'eval': 3, 'checkpoint': 3}
-  assert train.intervals(config, steps_per_epoch=500) == {'log': 50, 'eval': 500,
-                                                          'checkpoint': 500}
+  config_checks.validate(config)
+  assert config_checks.intervals(config, steps_per_epoch=3) == {'log': 1, 'eval': 3,
+                                                                'checkpoint': 3}
+  assert config_checks.intervals(config, steps_per_epoch=500) == {'log': 50, 'eval': 500,
+                                                                  'checkpoint': 500}
   config.eval_every_steps = 7  # steps, where set, win
-  assert train.intervals(config, steps_per_epoch=500)['eval'] == 7
+  assert config_checks.intervals(config, steps_per_epoch=500)['eval'] == 7
 
 
 def test_recipes_count_intervals_in_steps():
-  from inception_jax import train
-  assert train.intervals(default.get_config(), steps_per_epoch=5004) == {
+  from inception_jax import config_checks
+  assert config_checks.intervals(default.get_config(), steps_per_epoch=5004) == {
       'log': 100, 'eval': 5000, 'checkpoint': 2000}
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, faults, train
+from inception_jax import checkpoint as ckpt, config_checks, faults, train
 from inception_jax.errors import ConfigError, MissingError
 
 import train_utils as tu
@@ -158,20 +158,10 @@ def test_write_atomically_leaves_the_old_file_when_the_write_fails(tmp_path, mon
   assert open(path).read() == 'old\n' and os.listdir(tmp_path) == ['log.jsonl']
 
 
-def start_two(workdir, timeout='3'):
-  port = tu.free_port()
-  return [subprocess.Popen(
-      tu.command(workdir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-              f'--process_id={i}', f'--peer_timeout={timeout}', num_train_steps=100000,
-              checkpoint_every_steps=10, log_every_steps=5, eval_every_steps=100000),
-      cwd=tu.ROOT, env=tu.environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
-
-
 @pytest.mark.parametrize('lost', [1, 0], ids=['peer', 'coordinator'])
 def test_a_lost_process_stops_the_others_within_the_timeout(tmp_path, lost):
   workdir = str(tmp_path)
-  procs = start_two(workdir)
+  procs = tu.start_processes(workdir)
   try:
     for line in procs[0].stdout:
       if line.startswith('step 20/'):
@@ -185,7 +175,8 @@ def test_a_lost_process_stops_the_others_within_the_timeout(tmp_path, lost):
     for p in procs:
       p.kill()
   result = subprocess.CompletedProcess(survivor.args, survivor.returncode, '', err)
-  what = 'process 1 of 2 stopped responding' if lost == 1 else 'the coordinator (process 0 at'
+  what = (f'process 1 of 2 (host {os.uname().nodename}) stopped responding' if lost == 1 else
+          'the coordinator (process 0 at')
   assert_reported(result, what, 'rerun the same command on every host: it resumes from step')
   assert elapsed < 3 * 1.5 + 10, elapsed  # the timeout, its polling, and the exit
 
@@ -243,7 +234,7 @@ def test_digest_names_the_changed_array_and_ignores_the_order_of_addition():
 ])
 def test_bad_config_values_fail_naming_the_field(overrides, message):
   with pytest.raises(ConfigError) as raised:
-    train.validate(tu.tiny_config(**overrides))
+    config_checks.validate(tu.tiny_config(**overrides))
   assert message in str(raised.value)
 
 

@@ -191,11 +191,9 @@ def test_bfloat16_training_keeps_float32_state(tmp_path):
 
 def tensorboard_scalars(workdir):
   """{tag: [steps]} as TensorBoard reads the workdir (it drops steps that a restart rewrote)."""
-  from tensorboard.backend.event_processing import event_accumulator
-  accumulator = event_accumulator.EventAccumulator(workdir)
-  accumulator.Reload()
-  return {tag: [e.step for e in accumulator.Scalars(tag)]
-          for tag in accumulator.Tags()['scalars']}
+  from test_metrics import tensorboard
+  return {tag: [step for step, _ in points]
+          for tag, points in tensorboard(workdir, 'plugin').items()}
 
 
 def test_resumed_and_rerun_workdirs_log_each_step_once(tmp_path):
@@ -229,7 +227,10 @@ def test_resumed_and_rerun_workdirs_log_each_step_once(tmp_path):
   from tensorboard.backend.event_processing import event_file_loader
   read = list(event_file_loader.EventFileLoader(os.path.join(workdir, events)).Load())
   restarts = [e.step for e in read if e.HasField('session_log')]
-  assert restarts == [7, 5] and read[-1].step == 6 and read[-1].summary.value[0].tag == 'eval_loss'
+  # Every start's (the first start's twice: TensorBoard's loader skips a run's first), then the
+  # rerun's and the resumed run's.
+  assert restarts == [1, 1, 7, 5]
+  assert read[-1].step == 6 and read[-1].summary.value[0].tag == 'eval_loss'
 
 
 def test_a_run_that_died_evaluating_a_checkpointed_step_evaluates_it_on_resume(tmp_path):

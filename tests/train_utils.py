@@ -53,6 +53,21 @@ def free_port():
     return s.getsockname()[1]
 
 
+def start_processes(workdir, count=2, peer_timeout=3, env=None, **overrides):
+  """`count` processes of one job on 127.0.0.1, each in a process group of its own (as a shell
+  runs a job: its parent and child, inception_jax/supervise.py), stdout and stderr piped. By
+  default they train for long, checkpointing every 10 steps, with a log line every 5."""
+  port = free_port()
+  settings = dict(num_train_steps=100000, checkpoint_every_steps=10, log_every_steps=5,
+                  eval_every_steps=100000)
+  settings.update(overrides)
+  return [subprocess.Popen(
+      command(workdir, f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={count}',
+              f'--process_id={i}', f'--peer_timeout={peer_timeout}', **settings),
+      cwd=ROOT, env=env or environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True) for i in range(count)]
+
+
 def environment(devices=1):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
