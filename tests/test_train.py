@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from inception_jax import optim, runtime, train
+from inception_jax import optim, train, workdir as workdir_lib
 from inception_jax.models import diagnostics
 
 from train_utils import (
@@ -243,7 +243,7 @@ def test_a_run_that_died_evaluating_a_checkpointed_step_evaluates_it_on_resume(t
   for name in os.listdir(workdir):
     if 'tfevents' in name:
       os.remove(os.path.join(workdir, name))
-  runtime.write_atomically(os.path.join(workdir, 'metrics.jsonl'), ''.join(
+  workdir_lib.write_atomically(os.path.join(workdir, 'metrics.jsonl'), ''.join(
       json.dumps(r) + '\n' for r in first if r['step'] < 4 or 'loss' in r and r['step'] == 4))
   train.train_and_evaluate(config, workdir)
   timeless = lambda rows: [{k: v for k, v in r.items() if k != 'images_per_sec'} for r in rows]
