@@ -39,6 +39,7 @@ setup(
         'filelock',  # JAX's compilation cache needs it to bound its size (inception_jax.runtime)
         'flax>=0.10',
         'gcsfs',  # gs:// workdirs and data through etils.epath (inception_jax.workdir)
+        'google-cloud-storage',  # the workdir's lease on gs:// (create-if-absent preconditions)
         'matplotlib>=3.7',  # python -m inception_jax.plot (constrained layout, outside legends)
         'jax>=0.4.35',
         'ml_collections',
