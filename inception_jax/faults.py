@@ -134,13 +134,14 @@ def unreachable(error: BaseException, workdir: str) -> StorageUnreachable:
       f'Nothing saved before is lost. Once it answers again, {resume_hint(workdir, look=False)}.')
 
 
-def _remove(directories: list[str]) -> None:
+def remove_empty(directories: list[str]) -> None:
+  """Removes each of `directories` that is empty (a failed start leaves none it made)."""
   for directory in directories:
     with contextlib.suppress(OSError):
       os.rmdir(directory)
 
 
-def _missing_directories(path: str) -> list[str]:
+def missing_directories(path: str) -> list[str]:
   """The local directories that `makedirs(path)` would create, deepest first."""
   missing = []
   path = '' if wd.is_remote(path) else wd.absolute(path)
@@ -169,20 +170,20 @@ def check_workdir(workdir: str, tidy: bool = True) -> None:
   writing a file there, then removing it and any directory made for it). `tidy=False` keeps the
   directories made (several processes probing one shared workdir at once)."""
   probe = wd.join(workdir, f'.write_test.{uuid.uuid4().hex[:8]}')
-  created = _missing_directories(workdir) if tidy else []
+  created = missing_directories(workdir) if tidy else []
   try:
     wd.makedirs(workdir)
     wd.write_atomically(probe, 'inception_jax checks that the workdir is writable\n')
     wd.remove(probe)
   except Exception as e:  # pylint: disable=broad-except  (OSError, or a storage client's error)
-    _remove(created)
+    remove_empty(created)
     if is_disk_full(e):
       raise DiskFull(f'--workdir={workdir}: its disk is full. Free space there or choose '
                      'another --workdir.') from None
     reason = getattr(e, 'strerror', None) or errors.first_line(e)
     raise UserError(f'--workdir={workdir} cannot be written ({reason}). '
                     'Choose a directory you can write, or fix its permissions.') from None
-  _remove(created)  # made again when something is written: a failed start leaves none
+  remove_empty(created)  # made again when something is written: a failed start leaves none
 
 
 def check_room(workdir: str, checkpoint_bytes: int) -> None:

@@ -119,7 +119,8 @@ class Trainer(Job):
     self.workdir = workdir
     faults.set_current_workdir(workdir)
     faults.quiet_library_faults()
-    # Writable: before the data and the compiles.
+    # Writable: before the data and the compiles. A start that fails leaves no directory it made.
+    made = faults.missing_directories(workdir) if jax.process_count() == 1 else []
     faults.check_workdir(workdir, tidy=jax.process_count() == 1)
     # One job per workdir: a second one stops here, naming the first (held until __exit__).
     self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
@@ -133,6 +134,7 @@ class Trainer(Job):
       self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     except BaseException:
       self._release()
+      faults.remove_empty(made)
       raise
     self._timer = (time.perf_counter(), 0)
 

@@ -21,7 +21,10 @@ def saved_steps(workdir):
 
 
 def lines(text):
-  return [line for line in text.splitlines() if line.strip()]
+  """The lines of `text`, less Orbax's hint that a save waited for the previous one (a loaded
+  machine's, not the job's)."""
+  return [line for line in text.splitlines()
+          if line.strip() and 'Waiting for previous save to complete' not in line]
 
 
 def start(workdir, *flags, **overrides):

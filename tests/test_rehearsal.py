@@ -4,6 +4,8 @@ a lost slice and a frozen host; then the checks, one test each, on the one rehea
 measured without the frozen host, on 2 cores shared with other work, load average 6 to 9; `pytest
 --durations` reports it under the first test's setup)."""
 
+import re
+
 import pytest
 
 import fake_gcloud
@@ -28,7 +30,8 @@ def test_the_launcher_brings_the_job_back_after_each_fault(rehearsed):
   with open(f'{first}/inception_jax.log') as f:
     assert 'Preempted: saved' in f.read()
   assert 'is TERMINATED: deleting it to create it again' in out  # the lost slice
-  assert 'process 1 of 2 stopped responding' in out  # the lost host (or the frozen one)
+  # The lost host (or the frozen one), named with its host.
+  assert re.search(r'process 1 of 2 (\(host [^)]*\) )?stopped responding', out), out[-3000:]
   assert out.count('the job stopped on a fault') >= 2  # the lost host, the frozen one
   assert len(rehearsed.disks()) == 3 * rehearsed.workers  # new disks for each new slice
 
@@ -41,8 +44,6 @@ def test_each_metrics_row_once(rehearsed):
   rh.check_metrics_once(rehearsed)
 
 
-@pytest.mark.xfail(reason='needs branch tblease: on gs:// (no appends) each restart loses the '
-                   'event files written before it', strict=False)
 def test_tensorboard_shows_one_run_with_each_step_once(rehearsed):
   rh.check_tensorboard_once(rehearsed)
 
