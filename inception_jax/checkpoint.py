@@ -105,6 +105,7 @@ class Checkpointer:
     self.directory = wd.checkpoints(workdir)
     self.keep = keep
     self._saving: Optional[int] = None  # the step of the save in flight
+    self._error: Optional[BaseException] = None  # a failed save `poll` saw, raised by save/wait
     self._manager = self._make_manager()
 
   def _make_manager(self) -> ocp.CheckpointManager:
@@ -122,6 +123,8 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
+    self._raise_error()
+    faults.note_saving(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         **{DIGEST: ocp.args.JsonSave(digest(state))}), force=True)
@@ -129,8 +132,26 @@ class Checkpointer:
     self._saving = step
 
   def wait(self) -> None:
+    self._raise_error()
     self._manager.wait_until_finished()
     self._finished()
+
+  def poll(self) -> None:
+    """Notes a save that finished in the background without waiting (so a fault's message names
+    it); a failed one is raised by the next `save` or `wait`, as Orbax would."""
+    if self._saving is None or self._manager.is_saving_in_progress():
+      return
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      self._error, self._saving = e, None
+      return
+    self._finished()
+
+  def _raise_error(self) -> None:
+    error, self._error = self._error, None
+    if error is not None:
+      raise error
 
   def _finished(self) -> None:
     if self._saving is not None:

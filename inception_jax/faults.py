@@ -94,6 +94,7 @@ def failed_path(error: BaseException) -> Optional[str]:
 
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
 _SAVED: list[int] = []  # the newest checkpoint step the running job saw finished (`note_saved`)
+_SAVING: list[int] = []  # the newest checkpoint step the running job started saving
 
 
 def set_current_workdir(workdir: str) -> None:
@@ -109,13 +110,25 @@ def note_saved(step: int) -> None:
   _SAVED[:] = [step]
 
 
+def note_saving(step: int) -> None:
+  """Records that this job started saving checkpoint `step` (it may not have finished)."""
+  _SAVING[:] = [step]
+
+
 def resume_hint(workdir: str, hosts: bool = False, look: bool = True) -> str:
   """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'.
   `look=False` (storage that does not answer): N is the newest step this job saw finished."""
   step = wd.latest_step(workdir) if look else (_SAVED[0] if _SAVED else None)
-  later = '' if look else ' or a later one'
-  where = (f'it resumes from step {step}{later} ({wd.step_dir(workdir, step)})'
-           if step is not None else 'no checkpoint was saved yet, so it starts again')
+  saving = None if look or not _SAVING or (step is not None and _SAVING[0] <= step) \
+      else _SAVING[0]
+  if step is not None:
+    later = '' if look else ' or a later one'
+    where = f'it resumes from step {step}{later} ({wd.step_dir(workdir, step)})'
+  elif saving is not None:  # the save may have finished just before the storage stopped
+    where = (f'it resumes from step {saving} ({wd.step_dir(workdir, saving)}) if that save '
+             'finished, otherwise from the start')
+  else:
+    where = 'no checkpoint was saved yet, so it starts again'
   return f'rerun the same command{" on every host" if hosts else ""}: {where}'
 
 

@@ -341,6 +341,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       for step in range(start + 1, num_steps + 1):
         state = trainer.train_step(state, next(batches))
         watch.stepped(step)
+        trainer.checkpointer.poll()  # a fault's message then names the newest finished save
         if stop.should_stop(step):
           if due(step, trainer.every['log'], num_steps):  # the row would be lost: the run
             state = trainer.log(state, step)  # resumes after this step

@@ -195,6 +195,8 @@ def test_storage_lost_mid_run_ends_with_the_fault_and_the_bucket_resumes(tmp_pat
     assert first.startswith(f'error: the storage holding {run} stopped answering ('), err
     assert len(lines) <= 3 and 'Traceback' not in err, err
     print(f'The job ended {took:.1f} s after the server stopped: {first}')
+    # The save whose marker the test saw may finish before the job notices: then it names the step
+    # it was saving ('... from step N (...) if that save finished').
     step = int(first.split('it resumes from step ')[1].split()[0])
     assert 'Nothing saved before is lost' in first and step >= 2 and took < 60, (took, first)
     emulator.restart()

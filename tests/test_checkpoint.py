@@ -58,3 +58,41 @@ def test_lists_from_json_or_configs_compare_equal_to_tuples():
   record = ckpt.ModelRecord('inception_resnet_v2', {'residual_scale': [0.1, 0.1, 0.1],
                                                     'repeats': [1, 1, 1]})
   assert record.differences(network, network.numeric_options + network.structure_options) == {}
+
+
+@pytest.fixture
+def fresh_fault_record(monkeypatch):
+  from inception_jax import faults
+  monkeypatch.setattr(faults, '_SAVED', [])
+  monkeypatch.setattr(faults, '_SAVING', [])
+  return faults
+
+
+def test_poll_notes_a_background_save_once_it_finishes(tmp_path, fresh_fault_record):
+  """A fault raised while storage is gone cannot list the checkpoints: it names the newest save
+  the job saw finish, which `poll` records without waiting."""
+  import time
+  import numpy as np
+  faults = fresh_fault_record
+  workdir = str(tmp_path / 'run')
+  checkpointer = ckpt.Checkpointer(workdir)
+  try:
+    checkpointer.save(4, {'w': np.arange(3.0)}, {'position': 4})
+    hint = faults.resume_hint(workdir, look=False)
+    assert f'from step 4 ({workdir}/checkpoints/4) if that save finished, otherwise from the ' \
+        'start' in hint
+    deadline = time.monotonic() + 60
+    while not faults._SAVED:
+      assert time.monotonic() < deadline, 'the save never finished'
+      checkpointer.poll()
+      time.sleep(0.05)
+    assert faults.resume_hint(workdir, look=False).endswith(
+        f'it resumes from step 4 or a later one ({workdir}/checkpoints/4)')
+    assert checkpointer.steps() == [4]
+  finally:
+    checkpointer.close()
+
+
+def test_the_hint_without_any_save_says_it_starts_again(tmp_path, fresh_fault_record):
+  assert fresh_fault_record.resume_hint(str(tmp_path), look=False).endswith(
+      'no checkpoint was saved yet, so it starts again')
