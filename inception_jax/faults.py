@@ -94,7 +94,7 @@ def failed_path(error: BaseException) -> Optional[str]:
 
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
 _SAVED: list[int] = []  # the newest checkpoint step the running job saw finished (`note_saved`)
-_SAVING: list[int] = []  # the newest checkpoint step the running job started saving
+_PENDING: list[int] = []  # steps the running job started saving, not yet seen finished
 
 
 def set_current_workdir(workdir: str) -> None:
@@ -108,25 +108,28 @@ def current_workdir() -> Optional[str]:
 def note_saved(step: int) -> None:
   """Records that checkpoint `step` is finished (restored, or saved by this job)."""
   _SAVED[:] = [step]
+  _PENDING[:] = [s for s in _PENDING if s > step]
 
 
 def note_saving(step: int) -> None:
-  """Records that this job started saving checkpoint `step` (it may not have finished)."""
-  _SAVING[:] = [step]
+  """Records that this job started saving checkpoint `step` (it may not finish)."""
+  _PENDING.append(step)
 
 
 def resume_hint(workdir: str, hosts: bool = False, look: bool = True) -> str:
   """'rerun the same command: it resumes from step N (DIR/checkpoints/N)', or 'from the start'.
   `look=False` (storage that does not answer): N is the newest step this job saw finished."""
   step = wd.latest_step(workdir) if look else (_SAVED[0] if _SAVED else None)
-  saving = None if look or not _SAVING or (step is not None and _SAVING[0] <= step) \
-      else _SAVING[0]
   if step is not None:
     later = '' if look else ' or a later one'
     where = f'it resumes from step {step}{later} ({wd.step_dir(workdir, step)})'
-  elif saving is not None:  # the save may have finished just before the storage stopped
-    where = (f'it resumes from step {saving} ({wd.step_dir(workdir, saving)}) if that save '
-             'finished, otherwise from the start')
+  elif not look and len(_PENDING) == 1:  # it may have finished just before the storage stopped
+    where = (f'it resumes from step {_PENDING[0]} if that save finished '
+             f'({wd.step_dir(workdir, _PENDING[0])}), otherwise from the start')
+  elif not look and _PENDING:
+    steps = ', '.join(map(str, _PENDING))
+    where = (f'it resumes from the newest of steps {steps} whose save finished (in '
+             f'{wd.checkpoints(workdir)}), or from the start if none did')
   else:
     where = 'no checkpoint was saved yet, so it starts again'
   return f'rerun the same command{" on every host" if hosts else ""}: {where}'

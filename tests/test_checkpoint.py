@@ -64,7 +64,7 @@ def test_lists_from_json_or_configs_compare_equal_to_tuples():
 def fresh_fault_record(monkeypatch):
   from inception_jax import faults
   monkeypatch.setattr(faults, '_SAVED', [])
-  monkeypatch.setattr(faults, '_SAVING', [])
+  monkeypatch.setattr(faults, '_PENDING', [])
   return faults
 
 
@@ -72,15 +72,16 @@ def test_poll_notes_a_background_save_once_it_finishes(tmp_path, fresh_fault_rec
   """A fault raised while storage is gone cannot list the checkpoints: it names the newest save
   the job saw finish, which `poll` records without waiting."""
   import time
+
   import numpy as np
   faults = fresh_fault_record
   workdir = str(tmp_path / 'run')
   checkpointer = ckpt.Checkpointer(workdir)
   try:
     checkpointer.save(4, {'w': np.arange(3.0)}, {'position': 4})
-    hint = faults.resume_hint(workdir, look=False)
-    assert f'from step 4 ({workdir}/checkpoints/4) if that save finished, otherwise from the ' \
-        'start' in hint
+    assert faults.resume_hint(workdir, look=False).endswith(
+        f'it resumes from step 4 if that save finished ({workdir}/checkpoints/4), otherwise from '
+        'the start')
     deadline = time.monotonic() + 60
     while not faults._SAVED:
       assert time.monotonic() < deadline, 'the save never finished'
@@ -96,3 +97,16 @@ def test_poll_notes_a_background_save_once_it_finishes(tmp_path, fresh_fault_rec
 def test_the_hint_without_any_save_says_it_starts_again(tmp_path, fresh_fault_record):
   assert fresh_fault_record.resume_hint(str(tmp_path), look=False).endswith(
       'no checkpoint was saved yet, so it starts again')
+
+
+def test_the_hint_names_every_save_in_flight_when_storage_stops(tmp_path, fresh_fault_record):
+  """Storage lost while save 4 waits for save 2 to finish: either may have finished."""
+  faults = fresh_fault_record
+  faults.note_saving(2)
+  faults.note_saving(4)
+  assert faults.resume_hint(str(tmp_path), look=False).endswith(
+      f'it resumes from the newest of steps 2, 4 whose save finished (in {tmp_path}/checkpoints)'
+      ', or from the start if none did')
+  faults.note_saved(2)
+  assert faults.resume_hint(str(tmp_path), look=False).endswith(
+      f'it resumes from step 2 or a later one ({tmp_path}/checkpoints/2)')
