@@ -72,6 +72,7 @@ def test_poll_notes_a_background_save_once_it_finishes(tmp_path, fresh_fault_rec
   """A fault raised while storage is gone cannot list the checkpoints: it names the newest save
   the job saw finish, which `poll` records without waiting."""
   import time
+
   import numpy as np
   faults = fresh_fault_record
   workdir = str(tmp_path / 'run')
