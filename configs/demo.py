@@ -13,7 +13,7 @@ seconds yet log, checkpoint and evaluate:
     python -m inception_jax.main --config=configs/demo.py:tiny --workdir=/tmp/inception_tiny
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str | None = None):

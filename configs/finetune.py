@@ -23,7 +23,7 @@ point, not a tuned result.
 """
 
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = 'irv2'):

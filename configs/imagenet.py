@@ -7,7 +7,7 @@ Arguments: iv3, iv4, irv1, irv2 (default), irv2_paper (configs/default.py's MODE
 alias, configs/ARG.py, whose docstring quotes the paper's single-crop error for that model.
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = 'irv2'):

@@ -9,7 +9,7 @@ The paper's single-crop top-1 / top-5 error on ImageNet val: 19.9 / 4.9 % (repor
 paper's own network, configs/irv2_paper.py).
 """
 
-from configs import imagenet
+from . import imagenet
 
 
 def get_config():

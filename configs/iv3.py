@@ -6,7 +6,7 @@
 The paper's single-crop top-1 / top-5 error on ImageNet val: 21.2 / 5.6 %.
 """
 
-from configs import imagenet
+from . import imagenet
 
 
 def get_config():

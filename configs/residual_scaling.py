@@ -20,7 +20,7 @@ diagnostics are on (they are for every Inception-ResNet): `dead_fraction`, `dead
 the residual ratios per grid, in metrics.jsonl and TensorBoard.
 """
 
-from configs import default
+from . import default
 
 SCALES = ('1.0', '0.3', '0.1', 'learned')  # the study's; any float works
 

@@ -42,9 +42,8 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from inception_jax import errors, runtime
+from inception_jax import config_flag, errors, runtime
 from inception_jax.errors import ConfigError, UserError
 
 GIB = 2 ** 30
@@ -575,7 +574,7 @@ def define_flags() -> None:
   flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.')
   flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.')
   flags.DEFINE_bool('json', False, 'Print the report as one JSON record.')
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+  config_flag.define('config')
   flags.mark_flags_as_required(['config', 'topology'])
 
 

@@ -73,8 +73,9 @@ def flag_error(error: BaseException, argv: Sequence[str] = ()) -> str:
   # innermost exception has the message alone.
   message = next((m for m in messages if 'Traceback (most recent call last)' not in m), '')
   message = message or messages[-1]
-  if 'configs' in message and isinstance(errors[-1], ImportError):
-    message += ' (run the command from the repository root: configs import configs.*)'
+  if isinstance(errors[-1], ImportError) and ('configs' in message or 'relative' in message):
+    message += (' (a config file outside the package\'s configs/ imports them as '
+                'inception_jax.configs: from inception_jax.configs import default)')
   return message
 
 

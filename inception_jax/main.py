@@ -2,6 +2,7 @@
 
     python -m inception_jax.main --config=configs/irv2.py --workdir=/path/to/workdir
     python -m inception_jax.main --config=configs/demo.py --workdir=/tmp/demo   # no download
+    python -m inception_jax.main --config=demo:tiny --workdir=/tmp/tiny   # a config by name
 
 Configs are `ml_collections` files; any field can be overridden, e.g. `--config.batch_size=512`
 (a misspelt field is an error naming it). Rerunning the same command resumes from the latest
@@ -16,9 +17,8 @@ import sys
 import traceback
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from inception_jax import errors, runtime
+from inception_jax import config_flag, errors, runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -31,7 +31,7 @@ flags.DEFINE_float('peer_timeout', 60.0,
                    'as lost, and the least time without a step after which it counts one that the '
                    'others wait for as stuck; they then stop, saying which, within about this '
                    'time.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+config_flag.define('config')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -1,6 +1,7 @@
 """Every config loads, names a real model and dataset, and documents the command that runs it."""
 
 import importlib
+import os
 import pkgutil
 
 from flax.traverse_util import flatten_dict
@@ -141,15 +142,87 @@ def test_every_interval_takes_a_command_line_value(name, arg, tmp_path):
   # Through absl's config flag, as `python -m inception_jax.main` reads it: a field set to a bare
   # None would have lost its type and refuse the override.
   from absl import flags
-  from ml_collections import config_flags
+
+  from inception_jax import config_flag
   path = f'configs/{name}.py' + (f':{arg}' if arg else '')
   events = ('log', 'eval', 'checkpoint')
   argv = ['prog', f'--config={path}',
           *(f'--config.{event}_every_steps={i + 2}' for i, event in enumerate(events)),
           *(f'--config.{event}_every_epochs=0.5' for event in events)]
   holder = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=holder, sys_argv=argv)
+  config_flag.define('config', flag_values=holder, sys_argv=argv)
   holder(argv)
   config = holder.config
   assert [config[f'{event}_every_steps'] for event in events] == [2, 3, 4]
   assert [config[f'{event}_every_epochs'] for event in events] == [0.5] * 3
+
+
+def parse_config_flag(value, *overrides):
+  """`--config=value` as the programs' flag (`inception_jax.config_flag`) parses it."""
+  from absl import flags
+
+  from inception_jax import config_flag
+  argv = ['prog', f'--config={value}', *overrides]
+  holder = flags.FlagValues()
+  config_flag.define('config', flag_values=holder, sys_argv=argv)
+  holder(argv)
+  return holder.config
+
+
+@pytest.mark.parametrize('where', ['root', 'elsewhere'])
+@pytest.mark.parametrize('value,expected', [
+    ('demo:tiny', ('demo', 'tiny')), ('demo', ('demo', None)), ('irv2', ('irv2', None)),
+    ('finetune:iv3', ('finetune', 'iv3')), ('configs/demo.py:tiny', ('demo', 'tiny')),
+    ('configs/iv4.py', ('iv4', None))])
+def test_config_flag_takes_a_name_or_a_file(value, expected, where, tmp_path, monkeypatch):
+  # Elsewhere there is no configs/ folder: configs/NAME.py is then the packaged config NAME, as a
+  # released package's user, who copies the README's commands, needs it.
+  from train_utils import ROOT
+  monkeypatch.chdir(ROOT if where == 'root' else tmp_path)
+  name, arg = expected
+  module = importlib.import_module(f'configs.{name}')
+  config = parse_config_flag(value, '--config.batch_size=3')
+  assert config.batch_size == 3 and config.is_locked
+  config.unlock()
+  config.batch_size = (module.get_config() if arg is None else module.get_config(arg)).batch_size
+  assert config == (module.get_config() if arg is None else module.get_config(arg))
+
+
+def test_configs_by_name_in_python():
+  from inception_jax import configs as packaged
+  assert packaged.names() == sorted([name for name, _ in RUNNABLE] + ['default'])
+  assert packaged.get('demo:tiny') == demo.get_config('tiny')
+  assert packaged.get('irv2') == imagenet.get_config('irv2')
+  assert os.path.samefile(packaged.__path__[0], configs.__path__[0])  # the repository's
+
+
+@pytest.mark.parametrize('value,message', [
+    ('nothere', "--config=nothere: there is no config named 'nothere'"),
+    ('configs/nothere.py', '--config=configs/nothere.py: no such config file'),
+    ('some/dir/x.py:arg', '--config=some/dir/x.py:arg: no such config file')])
+def test_an_unknown_config_lists_the_names(value, message, tmp_path, monkeypatch):
+  from inception_jax import errors
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(FileNotFoundError) as error:
+    parse_config_flag(value)
+  text = errors.flag_error(error.value, ['prog', f'--config={value}'])
+  assert text.startswith(message) and 'cifar10, default, demo, finetune, imagenet' in text
+
+
+def test_a_config_file_of_ones_own_imports_the_packaged_ones(tmp_path, monkeypatch):
+  from inception_jax import errors
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'mine.py').write_text('from inception_jax.configs import demo\n\n\n'
+                                    'def get_config(arg):\n'
+                                    '  config = demo.get_config(arg)\n'
+                                    '  config.batch_size = 5\n'
+                                    '  return config\n')
+  config = parse_config_flag('mine.py:tiny')
+  assert config.batch_size == 5 and config.num_train_steps == 8
+  # A copy of a packaged config keeps its relative import: the error says what to write instead.
+  (tmp_path / 'copy.py').write_text('from . import default\n\n\n'
+                                    'def get_config():\n'
+                                    '  return default.get_config()\n')
+  with pytest.raises(ImportError) as error:
+    parse_config_flag('copy.py')
+  assert 'from inception_jax.configs import default' in errors.flag_error(error.value)
