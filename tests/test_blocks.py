@@ -7,6 +7,8 @@ import pytest
 from inception_jax.models import inception_resnet as irn, inception_v3 as v3, inception_v4 as v4
 from inception_jax.models.layers import Ops
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 OPS = Ops()
 
 BLOCKS = {

@@ -7,6 +7,8 @@ from inception_jax import checkpoint as ckpt
 from inception_jax.data import create_source
 from inception_jax.models import create
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 
 def tiny_record():
   config = demo.get_config('tiny')

@@ -16,6 +16,8 @@ from inception_jax.models import create, list_models
 from inception_jax.optim import scaled_learning_rate as optim_learning_rate
 from inception_jax.steps import options_from_config
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 # Every config file that runs (not default.py, the recipe they start from), found on disk so that
 # a new one is checked too.
 RUNNABLE = [(m.name, None) for m in pkgutil.iter_modules(configs.__path__) if m.name != 'default']

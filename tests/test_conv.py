@@ -8,6 +8,8 @@ import pytest
 
 from inception_jax.models import conv
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 
 def grads(fn, x, w, dy):
   return jax.jit(jax.grad(lambda x, w: jnp.sum(fn(x, w) * dy), argnums=(0, 1)))(x, w)

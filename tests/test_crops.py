@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from inception_jax.data import crops
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 SIZE = 64  # a small model input keeps the 144-crop stacks cheap; scales (73, 82, 91, 101)
 
 

@@ -52,6 +52,7 @@ def mock_tfds():
     yield
 
 
+@pytest.mark.quick
 def test_imagenet_batches_have_the_model_shapes_and_label_range(mock_tfds):
   source = make('imagenet2012')
   assert source.num_classes == 1000 and source.image_shape == (75, 75, 3)
@@ -66,6 +67,7 @@ def test_imagenet_batches_have_the_model_shapes_and_label_range(mock_tfds):
   np.testing.assert_array_equal(labels, batch['label'] + 1)
 
 
+@pytest.mark.quick
 def test_cifar10_batches(mock_tfds):
   source = make('cifar10', image_size=32)
   batch = next(source.train_batches(0))
@@ -73,6 +75,7 @@ def test_cifar10_batches(mock_tfds):
   assert np.all(batch['label'] < 10)
 
 
+@pytest.mark.quick
 def test_stream_is_deterministic_and_seeded(mock_tfds):
   a = take(make('imagenet2012').train_batches(0), 3)
   b = take(make('imagenet2012').train_batches(0), 3)
@@ -82,6 +85,7 @@ def test_stream_is_deterministic_and_seeded(mock_tfds):
   assert not np.array_equal(a[0]['image'], c[0]['image'])
 
 
+@pytest.mark.quick
 def test_resume_position_continues_mid_epoch_and_across_epochs(mock_tfds):
   source = make('imagenet2012')
   assert source.steps_per_epoch == 5
@@ -97,6 +101,7 @@ def test_resume_position_continues_mid_epoch_and_across_epochs(mock_tfds):
   assert sorted(seen[:16]) == sorted(source.epoch_order(0)[24:40])
 
 
+@pytest.mark.quick
 def test_processes_read_disjoint_halves_of_each_global_batch(mock_tfds):
   sources = [make('imagenet2012', process_index=i, process_count=2) for i in range(2)]
   seen = [recording(s) for s in sources]
@@ -109,6 +114,7 @@ def test_processes_read_disjoint_halves_of_each_global_batch(mock_tfds):
   assert set(rows[0, :4]) <= set(seen[0]) and set(rows[0, 4:]) <= set(seen[1])
 
 
+@pytest.mark.quick
 def test_eval_covers_every_example_once(mock_tfds):
   sources = [make('imagenet2012', eval_batch_size=12, process_index=i, process_count=2)
              for i in range(2)]
@@ -120,6 +126,7 @@ def test_eval_covers_every_example_once(mock_tfds):
   assert total == sources[0].eval_size == 40
 
 
+@pytest.mark.quick
 def test_missing_dataset_names_the_prepare_command(tmp_path):
   with pytest.raises(FileNotFoundError, match=re.escape(
       f'python -m inception_jax.prepare imagenet2012 --data_dir={tmp_path} '
@@ -128,6 +135,7 @@ def test_missing_dataset_names_the_prepare_command(tmp_path):
   assert not os.listdir(tmp_path)  # nothing downloaded or created
 
 
+@pytest.mark.quick
 def test_synthetic_source():
   source = make('synthetic', image_size=64)
   batch = next(source.train_batches(5))
@@ -136,6 +144,7 @@ def test_synthetic_source():
   np.testing.assert_array_equal(batch['image'], again['image'])
 
 
+@pytest.mark.quick
 def test_distorted_crops_respect_area_and_aspect_bounds():
   shape = tf.constant([375, 500, 3])
   whole = 0
@@ -153,6 +162,7 @@ def test_distorted_crops_respect_area_and_aspect_bounds():
   assert whole < 100, 'most draws should be real distortions'
 
 
+@pytest.mark.quick
 def test_eval_crop_is_central():
   offset, size = (t.numpy() for t in preprocessing.central_crop_window(tf.constant([375, 500, 3])))
   np.testing.assert_array_equal(size, [328, 438])
@@ -164,6 +174,7 @@ def test_eval_crop_is_central():
   assert np.abs(out - out[:, ::-1]).max() <= 1
 
 
+@pytest.mark.quick
 def test_jpeg_and_png_give_the_same_crop():
   yy, xx = np.mgrid[0:120, 0:90]
   image = np.stack([yy * 2, xx * 2, 128 + 60 * np.sin(yy / 9.0) * np.cos(xx / 7.0)], -1)
@@ -185,6 +196,7 @@ def test_trains_on_mock_imagenet(mock_tfds, tmp_path):
   assert result['eval_examples'] == 40 and np.isfinite(result['eval_loss'])
 
 
+@pytest.mark.quick
 def test_folder_source_skips_and_reports_a_corrupt_file(tmp_path, capsys):
   root = write_image_folder(tmp_path / 'images')
   source = make(f'folder:{root}', image_size=32, batch_size=13, eval_batch_size=4)
@@ -217,11 +229,13 @@ def test_folder_source_trains_one_step(tmp_path, capsys):
   assert capsys.readouterr().out.count('empty.png') == 1
 
 
+@pytest.mark.quick
 def test_folder_errors_name_the_expected_layout(tmp_path):
   with pytest.raises(FileNotFoundError, match='expected .*/train/<class>/'):
     make(f'folder:{tmp_path}')
 
 
+@pytest.mark.quick
 def test_eval_batch_shrinks_to_a_small_eval_split():
   source = make('digits', batch_size=16, eval_batch_size=1024)  # 297 eval images
   source.fit_eval_batch(8)
@@ -235,6 +249,7 @@ def test_eval_batch_shrinks_to_a_small_eval_split():
   assert large.eval_batch_size == 64
 
 
+@pytest.mark.quick
 def test_write_folder_round_trips_through_the_folder_source(tmp_path):
   from inception_jax.data import folder
   rng = np.random.default_rng(0)
@@ -273,6 +288,7 @@ def test_photograph_folder_cuts_two_classes_from_disjoint_parts(tmp_path):
   assert tf.io.decode_jpeg(tf.io.read_file(paths[0])).shape == (427, 640, 3)
 
 
+@pytest.mark.quick
 def test_folder_reader_converts_odd_images_and_skips_bad_files_saying_why(request, capsys):
   """Greyscale, CMYK, 16-bit, palette and RGBA images are converted to 8-bit RGB; an empty file,
   a non-image named .jpg, an image above the pixel limit and an unreadable file are skipped, each

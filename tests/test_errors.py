@@ -9,6 +9,8 @@ from inception_jax import errors
 
 from train_utils import ROOT, command, environment
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 CASES = {
     # name: (extra flags, what the message must say)
     'misspelt_field': (['--config.bach_size=8'],

@@ -130,6 +130,7 @@ def test_command_prints_the_table_writes_json_and_dumps_crops(straight, tmp_path
     (['--crops=7'], '--crops=7: the protocols are 1, 10, 12, 144'),
     (['--crops=1', '--dataset=digits', '--split=test'], 'digits has one eval split'),
 ])
+@pytest.mark.quick
 def test_bad_input_is_two_lines_naming_the_fix(straight, flags, message):
   if not any(f.startswith('--checkpoint') for f in flags):
     flags.append(f'--checkpoint={straight}')

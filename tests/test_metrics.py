@@ -9,6 +9,8 @@ from tensorboard.backend.event_processing import event_accumulator, plugin_event
 from inception_jax import metrics, workdir as wd
 from inception_jax.metrics import MetricWriter
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 
 def local_copy(root, tmp_path):
   """`root` itself where local; a bucket's events files copied to a local directory (TensorBoard's

@@ -45,10 +45,12 @@ def output_shape(model, size, **kwargs):
   return jax.tree_util.tree_map(lambda o: o.shape, out)
 
 
+@pytest.mark.quick
 def test_list_models():
   assert list_models() == sorted(MODELS)
 
 
+@pytest.mark.quick
 def test_unknown_model_and_option_are_named():
   with pytest.raises(ValueError, match='inception_v5.*inception_resnet_v2'):
     create('inception_v5')
@@ -62,11 +64,13 @@ def test_unknown_model_and_option_are_named():
     ('inception_v3', 23_834_568),
     ('inception_resnet_v1', 22_756_328),
 ])
+@pytest.mark.quick
 def test_parameter_counts_match_references(name, expected):
   model = create(name, num_classes=1000, bn_scale=True, aux_logits=False)
   assert count_params(abstract_variables(model, 299)) == expected
 
 
+@pytest.mark.quick
 def test_bn_scale_off_drops_one_gamma_per_bn_channel():
   with_gamma = abstract_variables(create('inception_v4', bn_scale=True), 299)
   without = abstract_variables(create('inception_v4', bn_scale=False), 299)
@@ -109,6 +113,7 @@ def test_aux_logits_and_feature_extraction(name):
   assert len(features) == 2 and features[0] == 2
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize('name', MODELS)
 def test_too_small_input_names_the_minimum(name):
   model = create(name)
@@ -140,6 +145,7 @@ def test_intermediate_feature_maps_under_tf_slim_names(scan):
   assert shapes['Conv2d_7b_1x1'] == (1, 8, 8, 1536)
 
 
+@pytest.mark.quick
 def test_variable_names_follow_tf_slim_scopes():
   params = abstract_variables(create('inception_resnet_v2'), 299)['params']
   assert params['Conv2d_1a_3x3']['kernel'].shape == (3, 3, 3, 32)
@@ -154,6 +160,7 @@ def test_variable_names_follow_tf_slim_scopes():
   assert v3['Mixed_7c']['Branch_1']['Conv2d_0c_3x1']['kernel'].shape == (3, 1, 384, 384)
 
 
+@pytest.mark.quick
 def test_residual_scale_option():
   model = create('inception_resnet_v2', residual_scale=0.3)
   assert model.scales == (0.3, 0.3, 0.3)
@@ -161,6 +168,7 @@ def test_residual_scale_option():
     abstract_variables(create('inception_resnet_v2', residual_scale=(0.1, 0.2)), 299)
 
 
+@pytest.mark.quick
 def test_layer_options_reach_ops_and_default_to_its_defaults():
   assert create('inception_v4').ops == Ops()
   options = dict(dtype=jnp.bfloat16, bn_scale=True, bn_momentum=0.9, bn_epsilon=1e-5,
@@ -267,6 +275,7 @@ def test_models_command_prints_the_zoo():
     assert name in out
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize('name', MODELS)
 def test_every_option_has_exactly_one_kind(name):
   """Resume, init_from, predict and convert decide what to compare by these kinds: a new option

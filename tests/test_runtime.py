@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from inception_jax import runtime
 
@@ -24,6 +25,7 @@ def python(code, drop=(), **env):
                         capture_output=True, text=True, check=True)
 
 
+@pytest.mark.quick
 def test_importing_the_package_applies_the_cpu_defaults_before_jax_starts(tmp_path):
   dump = tmp_path / 'dump'
   result = python('import os, jax, jax.numpy as jnp\n'
@@ -35,6 +37,7 @@ def test_importing_the_package_applies_the_cpu_defaults_before_jax_starts(tmp_pa
   assert 'JAX started before' not in result.stderr
 
 
+@pytest.mark.quick
 def test_a_flag_the_user_set_and_the_opt_out_are_respected():
   name, _ = next(iter(runtime.CPU_FLAGS.items()))
   mine = f'--{name}=reduce'

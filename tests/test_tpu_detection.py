@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from inception_jax import runtime
 
@@ -60,6 +61,7 @@ GCE_VM = {**pci('0000:00:04.0', '0x1ae0', '0x0042'), **pci('0000:00:03.0', '0x1a
 TPU_V5E_VM = {**GCE_VM, **pci('0000:00:05.0', '0x1ae0', '0x0063'), 'dev/vfio/0': ''}
 
 
+@pytest.mark.quick
 def test_tpu_chips_are_found_on_the_pci_bus_or_as_device_files(tmp_path):
   assert not runtime.tpu_present(tree(tmp_path / 'empty', {'dev/null': ''}))
   assert not runtime.tpu_present(tree(tmp_path / 'gce', GCE_VM))
@@ -72,6 +74,7 @@ def test_tpu_chips_are_found_on_the_pci_bus_or_as_device_files(tmp_path):
   assert not runtime.tpu_present()  # this machine (the suite runs without TPUs)
 
 
+@pytest.mark.quick
 def test_the_decision_skips_libtpu_only_without_tpus_and_without_a_users_choice(
     tmp_path, monkeypatch):
   plain, tpu_vm = tree(tmp_path / 'gce', GCE_VM), tree(tmp_path / 'v5e', TPU_V5E_VM)

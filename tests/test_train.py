@@ -50,6 +50,7 @@ def test_demo_learns_as_the_readme_says(tmp_path, optimized):
   assert logged[-1][1] < 0.8 * logged[0][1], logged
 
 
+@pytest.mark.quick
 def test_restart_gives_bitwise_identical_run(straight, tmp_path):
   workdir = str(tmp_path)
   train.train_and_evaluate(tiny_config(num_train_steps=6), workdir)
@@ -155,6 +156,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous(straight, tmp_pa
   assert_trees_equal(final_variables(workdir), final_variables(straight))
 
 
+@pytest.mark.quick
 def test_bad_configs_fail_before_compute_naming_the_field(tmp_path):
   result = run(str(tmp_path / 'a'), devices=8, check=False, batch_size=12)
   assert result.returncode != 0

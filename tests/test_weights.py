@@ -35,7 +35,8 @@ def keras_models():
 
 
 @pytest.mark.parametrize('name,app', [('inception_resnet_v2', 'InceptionResNetV2'),
-                                      ('inception_v3', 'InceptionV3')])
+                                      pytest.param('inception_v3', 'InceptionV3',
+                                                   marks=pytest.mark.quick)])
 def test_keras_parity(name, app, keras_models):
   keras_model = keras_models(app)
   images = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
@@ -64,6 +65,7 @@ def test_keras_weights_file_of_the_other_model(keras_models, tmp_path):
 
 # ------------------------------------------------------------------------------------------ timm
 
+@pytest.mark.quick
 @pytest.mark.parametrize('name', weights.TIMM_MODELS)
 def test_timm_layout_converts_completely(name):
   """timm's real names and shapes (recorded from timm by tests/data/make_timm_layouts.py), with
@@ -350,6 +352,7 @@ def test_slim_checkpoint_converts_with_and_without_background(tmp_path, name):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b)[:, 1:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.quick
 def test_slim_moving_averages_leftovers_and_wrong_model(tmp_path):
   name = 'inception_v3'
   variables = jax.eval_shape(

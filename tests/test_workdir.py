@@ -6,6 +6,8 @@ import pytest
 
 from inception_jax import workdir
 
+pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
+
 
 def test_absolute_leaves_urls_alone_and_makes_local_paths_absolute(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
