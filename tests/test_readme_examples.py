@@ -279,6 +279,27 @@ def test_config_overrides_name_fields_of_the_config(monkeypatch):
       assert str(node) == value or node == ast.literal_eval(value), (where, word, node)
 
 
+
+def test_inline_config_overrides_name_fields_of_the_recipe():
+  """Each `--config.FIELD[=VALUE]` of the README's prose names a field of configs/default.py's
+  config, which every config starts from (an error message quoted as such aside)."""
+  from configs import default
+  config = default.get_config()
+  prose = re.sub(r'```.*?```', '', readme(), flags=re.DOTALL)
+  spans = [s for s in re.findall(r'`([^`]*)`', prose) if not s.startswith('error:')]
+  fields = re.findall(r'(?<![\w-])--config\.([\w.]+)', ' '.join(spans))
+  assert len(fields) > 10
+  missing = []
+  for field in fields:
+    node = config
+    for part in field.split('.'):
+      if part not in node:
+        missing.append(field)
+        break
+      node = node[part]
+  assert not missing, f'README.md overrides config fields that configs/default.py lacks: {missing}'
+
+
 def setup_extras():
   """The extras_require keys of setup.py."""
   with open(os.path.join(ROOT, 'setup.py')) as f:
@@ -416,12 +437,13 @@ def top5(output):
 def test_pretrained_weights_commands_run(tmp_path):
   """convert (timm, TF-slim), predict, fine-tune and predict again, as the block writes them, on
   files written here; the fine-tuning at 75x75 (the networks' smallest input) with batches of 4
-  for one epoch of 12 images (3 steps)."""
+  for one epoch of 12 images (3 steps), its blocks scanned (on 2 CPU cores the unrolled network's
+  train step took twice the CPU time to compile)."""
   write_user_files(tmp_path)
   text = substitute(block(PRETRAINED).text, [
       ('--config.dataset.name=folder:/path/to/images',
        '--config.dataset.name=folder:/path/to/images --config.dataset.image_size=75 '
-       '--config.batch_size=4 --config.num_epochs=1'),
+       '--config.batch_size=4 --config.num_epochs=1 --config.model.scan_blocks=True'),
       ('/path/to/', f'{tmp_path}/', 7),
       ('--input=model.safetensors', f'--input={tmp_path}/model.safetensors'),
       ('--input=inception_v4.ckpt', f'--input={tmp_path}/inception_v4.ckpt'),
