@@ -90,8 +90,9 @@ CHECKS = {
     AOT: 'test_aot_on_cpu_devices_runs: the cpu:8 command, on configs/demo.py:tiny. Not run: the '
          'TPU slices (about 10 minutes of compiling each on 2 cores; test_aot.py compiles for one '
          'on a tiny config); their flags and config overrides are checked.',
-    AOT_REPORT: 'not run: the output of the v5e-16 command above, not a command '
-                "(test_aot.py compiles for a v5e slice and checks its report's figures).",
+    AOT_REPORT: 'test_aot_report_sample_adds_up: the output of the v5e-16 command above, not a '
+                'command (its figures are checked against each other; test_aot.py compiles for '
+                "a v5e slice and checks the report's figures).",
     TPU_POD: 'test_tpu_pod_dry_run_prints_the_flow: the command with --dry_run --skip_check (no '
              'gcloud, TPU or bucket here; test_launch.py and test_rehearsal.py run it against a '
              'stand-in gcloud).',
@@ -387,6 +388,29 @@ def test_aot_on_cpu_devices_runs():
   done = run(shlex.split(text))  # the command sets up the 8 devices itself
   assert done.returncode == 0, done.stderr[-3000:]
   assert ' on cpu:8 ' in done.stdout and 'fits' in done.stdout, done.stdout
+
+
+
+def test_aot_report_sample_adds_up():
+  """The v5e-16 report quoted in the README: its batch, memory, speed and time agree."""
+  text = ' '.join(block(AOT_REPORT).text.split())
+
+  def number(pattern):
+    return float(re.search(pattern, text)[1].replace(',', ''))
+
+  chips = number(r'\((?:JAX topology \S+ )?(\d+) chips')
+  assert number(r'global batch ([\d,]+) =') == chips * number(r'= (\d+) per chip')
+  parts = [number(rf'{name} ([\d.]+)') for name in ('arguments', 'outputs', 'temporaries', 'code')]
+  donated = number(r'\(([\d.]+) of them in the donated')
+  assert sum(parts) - donated == pytest.approx(number(r'([\d.]+) in all'), abs=0.003)
+  peak, usable = number(r'peak ([\d.]+) GiB per chip'), number(r'of ([\d.]+) GiB HBM')
+  assert usable - peak == pytest.approx(number(r'fits \(([\d.]+) GiB to spare'), abs=0.006)
+  step = number(r'([\d.]+) ms per step') / 1000
+  per_chip = number(r'([\d,]+) img/s per chip')
+  assert per_chip == pytest.approx(number(r'= (\d+) per chip') / step, rel=0.01)
+  assert number(r'([\d,]+) img/s for the slice') == pytest.approx(chips * per_chip, rel=0.01)
+  hours = number(r'\(([\d,]+) steps\) in') * step / 3600
+  assert hours == pytest.approx(number(r'in ([\d.]+) h'), rel=0.01)
 
 
 def test_tpu_pod_dry_run_prints_the_flow():
