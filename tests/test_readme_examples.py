@@ -191,15 +191,23 @@ def test_every_check_names_a_readme_block_and_a_test():
 
 
 def help_flags(modules):
-  """The flags that each program's --help lists (absl: the module's own; argparse: all)."""
-  started = {m: subprocess.Popen([sys.executable, '-m', m, '--help'], cwd=ROOT, env=environment(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for m in modules}
+  """The flags that each program lists: argparse's --help, or absl's --helpfull (its --help lists
+  only the flags that the program's own module defines)."""
+
+  def outputs(modules, option):
+    started = {m: subprocess.Popen([sys.executable, '-m', m, option], cwd=ROOT, env=environment(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for m in modules}
+    found = {m: p.communicate(timeout=120)[0] for m, p in started.items()}
+    for module, process in started.items():
+      # absl's help exits with status 1, argparse's with 0.
+      assert process.returncode in (0, 1), f'python -m {module} {option}:\n{found[module]}'
+    return found
+
+  texts = outputs(modules, '--help')
+  texts.update(outputs([m for m, text in texts.items() if 'Try --helpfull' in text], '--helpfull'))
   defined = {}
-  for module, process in started.items():
-    output = process.communicate(timeout=120)[0]
-    # absl's --help exits with status 1, argparse's with 0.
-    assert process.returncode in (0, 1), f'python -m {module} --help failed:\n{output}'
+  for module, output in texts.items():
     listing = re.split(r'^(?:flags|options|optional arguments):$', output, maxsplit=1,
                        flags=re.MULTILINE)
     assert len(listing) == 2, f'python -m {module} --help lists no flags:\n{output}'
@@ -238,11 +246,16 @@ def parse_config(*words):
   the programs parse them (ml_collections' config flag): an unknown field or a value of the wrong
   type raises."""
   from absl import flags
-  from ml_collections import config_flags
   values = flags.FlagValues()
   argv = ['readme', *words]
-  config_flags.DEFINE_config_file('config', None, flag_values=values, lock_config=True,
-                                  sys_argv=argv)
+  try:  # the programs' own --config flag, where there is one (configs by name, or by file)
+    from inception_jax import config_flag
+  except ImportError:
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file('config', None, flag_values=values, lock_config=True,
+                                    sys_argv=argv)
+  else:
+    config_flag.define('config', flag_values=values, sys_argv=argv)
   values(argv)
   return values.config
 
