@@ -51,3 +51,9 @@ def ema_decay(decay: float, step: jax.Array) -> jax.Array:
   The ramp lets the average track the parameters early on, so short runs can evaluate with it too.
   """
   return jax.numpy.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema_params, params, decay: float, step: jax.Array):
+  """The moving average after update `step` (counted from 0), which gave `params`."""
+  rate = ema_decay(decay, step)
+  return jax.tree_util.tree_map(lambda e, p: rate * e + (1 - rate) * p, ema_params, params)

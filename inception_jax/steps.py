@@ -115,11 +115,8 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  if config.ema_decay:
-    decay = optim.ema_decay(config.ema_decay, state.step)
-    ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
-  else:
-    ema = params
+  ema = optim.ema_update(state.ema_params, params, config.ema_decay, state.step) \
+      if config.ema_decay else params
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
   nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
