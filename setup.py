@@ -47,7 +47,9 @@ INSTALL_REQUIRES = [
     # 0.5.3; jaxlib 0.8.1 is the first whose XLA:CPU knows the YNNPACK fusion flag that
     # inception_jax.runtime.CPU_FLAGS sets (older ones abort at start). jax pins its jaxlib.
     'jax>=0.8.1',
-    'ml_collections>=0.1.1',  # ConfigDict, config_flags (.get_config_filename)
+    # ConfigDict, config_flags; 1.0 for DEFINE_config_file(sys_argv=), which tests/test_configs.py
+    # uses (the package itself runs on 0.1.1).
+    'ml_collections>=1.0',
     'numpy>=2.0',  # what jax>=0.8.1 requires
     'optax>=0.2.5',  # optax.tree.norm (inception_jax.steps)
     'scikit-learn',  # its bundled digits are the embedded demo data
