@@ -318,8 +318,9 @@ def test_folder_reader_converts_odd_images_and_skips_bad_files_saying_why(reques
   encoded['notes.jpg'] = b'these are notes, not a JPEG\n'
   encoded['locked.png'] = encoded['palette.png']
   # Read as nobody where the suite runs as root (root reads any file): a directory nobody can
-  # reach, unlike pytest's tmp_path.
-  directory = tempfile.mkdtemp(prefix='inception_jax_images_')
+  # reach, unlike pytest's tmp_path, and unlike any under a TMPDIR that is private to root.
+  directory = tempfile.mkdtemp(prefix='inception_jax_images_',
+                               dir='/tmp' if os.geteuid() == 0 else None)
   os.chmod(directory, 0o755)
   request.addfinalizer(lambda: shutil.rmtree(directory, ignore_errors=True))
   for name, data in encoded.items():
