@@ -2,7 +2,6 @@
 list is setup.py's list but TensorFlow, TensorFlow comes by environment marker, and the
 requirements resolve to binary wheels on every supported platform (uv, which installs nothing)."""
 
-import importlib.util
 import os
 from pathlib import Path
 import subprocess
@@ -16,6 +15,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 import pytest
+
+from train_utils import setup_py
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = ROOT / 'constraints' / 'floors.txt'
@@ -31,14 +32,6 @@ PYTHONS = ('3.11', '3.12')
 # Python, so that building it needs no compiler: TFDS's promise. Every other package must resolve
 # to a wheel for the target.
 PURE_PYTHON_SDISTS = {'promise'}
-
-
-def _setup():
-  """setup.py as a module: it calls setup() only when run as a script."""
-  spec = importlib.util.spec_from_file_location('inception_jax_setup', ROOT / 'setup.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _lines(text: str) -> list[str]:
@@ -58,7 +51,7 @@ def _floors(requirements: list[str]) -> dict[str, Version]:
 
 
 def test_floors_file_pins_exactly_the_floors_of_setup_py():
-  setup = _setup()
+  setup = setup_py()
   expected = _floors(setup.INSTALL_REQUIRES)
   pinned = {}
   for line in _lines(FLOORS.read_text()):
@@ -74,7 +67,7 @@ def test_floors_file_pins_exactly_the_floors_of_setup_py():
 
 
 def test_python_floor_is_jax_floors_and_classifiers_agree():
-  setup = _setup()
+  setup = setup_py()
   assert setup.PYTHON_REQUIRES == '>=3.11'
   listed = {c.rsplit(' :: ', 1)[1] for c in setup.CLASSIFIERS
             if c.startswith('Programming Language :: Python :: 3.')}
@@ -82,7 +75,7 @@ def test_python_floor_is_jax_floors_and_classifiers_agree():
 
 
 def test_keep_tensorflow_list_is_setup_py_but_tensorflow():
-  setup = _setup()
+  setup = setup_py()
   expected = sorted(str(Requirement(r)) for r in setup.INSTALL_REQUIRES
                     if canonicalize_name(Requirement(r).name) not in TENSORFLOWS)
   assert sorted(str(Requirement(r)) for r in _lines(KEEP_TENSORFLOW.read_text())) == expected
@@ -96,7 +89,7 @@ def test_keep_tensorflow_list_is_setup_py_but_tensorflow():
     ('darwin', 'x86_64', 'tensorflow'),
 ])
 def test_one_tensorflow_per_platform_by_marker(system, machine, expected):
-  setup = _setup()
+  setup = setup_py()
   environment = {'sys_platform': system, 'platform_machine': machine}
   chosen = [canonicalize_name(Requirement(r).name) for r in setup.INSTALL_REQUIRES
             if canonicalize_name(Requirement(r).name) in TENSORFLOWS

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from test_weights import random_variables, write_slim_checkpoint
-from train_utils import ROOT, environment, metrics, write_image_folder
+from train_utils import ROOT, environment, metrics, setup_py, write_image_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,19 +316,8 @@ def test_inline_config_overrides_name_fields_of_the_recipe():
   assert not missing, f'README.md overrides config fields that configs/default.py lacks: {missing}'
 
 
-def setup_extras():
-  """The extras_require keys of setup.py."""
-  with open(os.path.join(ROOT, 'setup.py')) as f:
-    tree = ast.parse(f.read())
-  for node in ast.walk(tree):
-    if isinstance(node, ast.keyword) and node.arg == 'extras_require':
-      return {key.value: [v.value for v in value.elts]
-              for key, value in zip(node.value.keys, node.value.values)}
-  raise AssertionError('setup.py has no extras_require')
-
-
 def test_pip_extras_exist_in_setup_py():
-  extras = setup_extras()
+  extras = setup_py().EXTRAS_REQUIRE
   installs = [words for b in shell_blocks() for words in commands(b.text)
               if words[:3] == ['pip', 'install', '-e']]
   assert len(installs) >= 3
@@ -338,6 +327,14 @@ def test_pip_extras_exist_in_setup_py():
     assert named, f'pip install -e {target}: not this checkout'
     for extra in (named[1] or '').split(',') if named[1] else []:
       assert extra in extras, f'pip install -e {target}: setup.py has no extra {extra!r}'
+  # In the prose and tables too (the Install section's lines), and the files they name exist.
+  inline = re.findall(r'pip install [^`\n]*?-e "?\.\[([\w,]+)\]', readme())
+  assert {'test', 'tpu', 'cuda12'} <= {e for group in inline for e in group.split(',')}, inline
+  for group in inline:
+    for extra in group.split(','):
+      assert extra in extras, f'README: pip install -e ".[{group}]": setup.py has no {extra!r}'
+  for path in re.findall(r'pip install [^`\n]*?-[rc] ([\w./-]+)', readme()):
+    assert os.path.isfile(os.path.join(ROOT, path)), f'README installs with {path}, not a file'
   # `pytest -n N` needs pytest-xdist, which the test extra installs.
   pytest_commands = [words for b in shell_blocks() for words in commands(b.text)
                      if words[:3] == ['python', '-m', 'pytest']]

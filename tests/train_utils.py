@@ -28,6 +28,15 @@ needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
 TINY_CONFIG = 'configs/demo.py:tiny'
 
 
+def setup_py():
+  """setup.py as a module (it calls setup() only when run as a script): its requirement lists."""
+  spec = importlib.util.spec_from_file_location('inception_jax_setup',
+                                                os.path.join(ROOT, 'setup.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def tiny_config(**overrides):
   """`configs/demo.py:tiny` with `overrides` ({'model.dtype': 'bfloat16', 'batch_size': 8})."""
   config = demo.get_config('tiny')
