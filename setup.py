@@ -27,7 +27,10 @@ TF_CPU_PLATFORMS = ('(sys_platform == "linux" and platform_machine == "x86_64") 
 # PEP 508 markers have no `not`: the complement, spelt out.
 TF_OTHER_PLATFORMS = ('(sys_platform != "linux" or platform_machine != "x86_64") and '
                       '(sys_platform != "win32" or platform_machine != "AMD64")')
-TENSORFLOW_FLOOR = '2.19'  # the first whose ml_dtypes pin (>=0.5) jax>=0.8.1 can share
+# 2.19 is the first whose ml_dtypes pin (>=0.5) jax>=0.8.1 can share, but it pins protobuf below 6,
+# older than the code generated for the tensorflow-metadata that TFDS installs (a VersionError when
+# TFDS loads): 2.20 allows protobuf 6 and later.
+TENSORFLOW_FLOOR = '2.20'
 TENSORFLOW = [f'tensorflow-cpu>={TENSORFLOW_FLOOR}; {TF_CPU_PLATFORMS}',
               f'tensorflow>={TENSORFLOW_FLOOR}; {TF_OTHER_PLATFORMS}']
 
