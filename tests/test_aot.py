@@ -172,9 +172,10 @@ FAKE = aot.Target('fake', [jax.devices('cpu')[0]] * 2, 'two fakes', 100, False, 
 
 def search(monkeypatch, memory, batch=8, train_size=10_000, **options):
   compile_job, calls = fake_compile(memory, options.pop('error', None))
-  monkeypatch.setattr(aot, 'compile_job', compile_job)
-  monkeypatch.setattr(aot, '_source', lambda config, devices: types.SimpleNamespace(
-      train_size=train_size))
+  # Where the search looks them up.
+  monkeypatch.setattr('inception_jax.aot.search.compile_job', compile_job)
+  monkeypatch.setattr('inception_jax.aot.search.data_source',
+                      lambda config, devices: types.SimpleNamespace(train_size=train_size))
   config = tiny_config(batch_size=batch)
   report = aot.find_max_batch(config, FAKE, **options)
   assert config.batch_size == batch  # the caller's config is left alone
@@ -215,14 +216,14 @@ def test_find_max_batch_when_nothing_fits_or_compiles(monkeypatch):
 
 
 def _search_text(report):
-  return aot._search_line(report)[0]
+  return aot.report._search_line(report)[0]
 
 
 def test_stand_in_sources_have_the_published_shapes():
   config = tiny_config(batch_size=256, eval_batch_size=256)
   config.dataset.name, config.dataset.image_size = 'imagenet2012', 299
   config.dataset.background_class = True
-  source = aot._source(config, [jax.devices()[0]])
+  source = aot.data_source(config, [jax.devices()[0]])
   assert source.num_classes == 1001 and source.image_shape == (299, 299, 3)
   assert (source.train_size, source.eval_size) == (1_281_167, 50_000)
   assert source.steps_per_epoch == 1_281_167 // 256
