@@ -34,6 +34,20 @@ def run_aot(*flags, devices=1):
                         env=environment(devices), capture_output=True, text=True, timeout=900)
 
 
+def test_importing_aot_starts_no_jax():
+  """The command sets XLA_FLAGS, JAX_PLATFORMS and libtpu's settings after importing the package
+  and before JAX starts: no module of it may import JAX on import."""
+  code = ('import importlib, pkgutil, sys\n'
+          'import inception_jax.aot as aot\n'
+          'for m in pkgutil.iter_modules(aot.__path__):\n'
+          '  importlib.import_module(f"inception_jax.aot.{m.name}")\n'
+          'print(sorted(k for k in sys.modules if k.split(".")[0] in ("jax", "jaxlib")))')
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=environment(1),
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == '[]'
+
+
 def test_topology_table_names_match_chip_counts():
   for name, spec in aot.SLICES.items():
     generation, count = name.split('-')
