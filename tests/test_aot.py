@@ -34,6 +34,20 @@ def run_aot(*flags, devices=1):
                         env=environment(devices), capture_output=True, text=True, timeout=900)
 
 
+def test_importing_aot_starts_no_jax():
+  """The command sets XLA_FLAGS, JAX_PLATFORMS and libtpu's settings after importing the package
+  and before JAX starts: no module of it may import JAX on import."""
+  code = ('import importlib, pkgutil, sys\n'
+          'import inception_jax.aot as aot\n'
+          'for m in pkgutil.iter_modules(aot.__path__):\n'
+          '  importlib.import_module(f"inception_jax.aot.{m.name}")\n'
+          'print(sorted(k for k in sys.modules if k.split(".")[0] in ("jax", "jaxlib")))')
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=environment(1),
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == '[]'
+
+
 def test_topology_table_names_match_chip_counts():
   for name, spec in aot.SLICES.items():
     generation, count = name.split('-')
@@ -172,9 +186,10 @@ FAKE = aot.Target('fake', [jax.devices('cpu')[0]] * 2, 'two fakes', 100, False, 
 
 def search(monkeypatch, memory, batch=8, train_size=10_000, **options):
   compile_job, calls = fake_compile(memory, options.pop('error', None))
-  monkeypatch.setattr(aot, 'compile_job', compile_job)
-  monkeypatch.setattr(aot, '_source', lambda config, devices: types.SimpleNamespace(
-      train_size=train_size))
+  # Where the search looks them up.
+  monkeypatch.setattr('inception_jax.aot.search.compile_job', compile_job)
+  monkeypatch.setattr('inception_jax.aot.search.data_source',
+                      lambda config, devices: types.SimpleNamespace(train_size=train_size))
   config = tiny_config(batch_size=batch)
   report = aot.find_max_batch(config, FAKE, **options)
   assert config.batch_size == batch  # the caller's config is left alone
@@ -215,14 +230,14 @@ def test_find_max_batch_when_nothing_fits_or_compiles(monkeypatch):
 
 
 def _search_text(report):
-  return aot._search_line(report)[0]
+  return aot.report._search_line(report)[0]
 
 
 def test_stand_in_sources_have_the_published_shapes():
   config = tiny_config(batch_size=256, eval_batch_size=256)
   config.dataset.name, config.dataset.image_size = 'imagenet2012', 299
   config.dataset.background_class = True
-  source = aot._source(config, [jax.devices()[0]])
+  source = aot.data_source(config, [jax.devices()[0]])
   assert source.num_classes == 1001 and source.image_shape == (299, 299, 3)
   assert (source.train_size, source.eval_size) == (1_281_167, 50_000)
   assert source.steps_per_epoch == 1_281_167 // 256
