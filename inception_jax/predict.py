@@ -134,9 +134,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       ready.append((path, predictor.preprocess(wd.read_bytes(path))))
     except (tf.errors.OpError, OSError, ValueError) as e:
       failed += 1
-      reason = getattr(e, 'message', None) or str(e)
-      print(f'error: {path}: cannot read it as an image ({type(e).__name__}: '
-            f'{reason.splitlines()[0] if reason else "unknown"})', file=sys.stderr)
+      reason = errors.first_line(e, text=getattr(e, 'message', None) or str(e), default='unknown')
+      print(f'error: {path}: cannot read it as an image ({type(e).__name__}: {reason})',
+            file=sys.stderr)
     if len(ready) == batch:
       flush()
   flush()
