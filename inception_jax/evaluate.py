@@ -42,7 +42,7 @@ from absl import app, flags
 import numpy as np
 
 from inception_jax import errors, runtime, workdir as wd
-from inception_jax.errors import ConfigError, MissingError
+from inception_jax.errors import ConfigError
 
 PROTOCOLS = (1, 10, 12, 144)
 PROGRESS_SECONDS = 10.0
@@ -98,18 +98,9 @@ class Member:
 
 
 def load_member(path: str, params: str) -> Member:
-  from inception_jax import checkpoint as ckpt
-  from inception_jax.models import create
-  if not wd.isdir(path):
-    raise MissingError(f'--checkpoint {path} is not a directory: pass a directory written by '
-                       '`python -m inception_jax.convert`, or a training workdir.')
-  record = ckpt.ModelRecord.read(path)
-  if record is None:
-    raise MissingError(f'{path} has no {ckpt.MODEL_INFO} saying which network it holds: pass a '
-                       'directory written by `python -m inception_jax.convert`, or a training '
-                       'workdir.')
-  variables = ckpt.load_variables(path, ema=params == 'ema')
-  model = create(record.model, **record.resolved_options())
+  """The network at `path` as the training job evaluated it (its recorded options)."""
+  from inception_jax.network import load_network
+  model, variables, record = load_network(path, params)
   return Member(path, record, model, variables)
 
 
