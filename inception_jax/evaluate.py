@@ -36,10 +36,9 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import app, flags
-import numpy as np
 
 from inception_jax import errors, runtime, workdir as wd
 from inception_jax.errors import ConfigError
@@ -146,72 +145,10 @@ def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_
                        process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def crop_key(protocol: int, size: int) -> str:
-  return f'{protocol}@{size}'
-
-
-def example_dataset(source):
-  """This process's eval examples, padded like the job's eval: (image, label, valid) with the image
-  encoded (TFDS, folders) or decoded (in-memory sources); and whether it is encoded."""
-  tf = runtime.tensorflow()
-  from inception_jax.data.encoded import EncodedSource
-  if isinstance(source, EncodedSource):
-    return source.eval_examples(), True
-  batches = list(source.eval_batches())  # small in-memory splits (digits, synthetic)
-  return tf.data.Dataset.from_tensor_slices(tuple(
-      np.concatenate([b[k] for b in batches]) for k in ('image', 'label', 'mask'))), False
-
-
-def crop_fn(protocols: Sequence[int], sizes: Sequence[int], encoded: bool):
-  """(image, label, valid) -> ({crop_key: uint8 [crops, size, size, 3]}, label, valid)."""
-  tf = runtime.tensorflow()
-  from inception_jax.data import crops, preprocessing
-
-  def make(image, label, valid):
-    full = None
-    if encoded and any(p != 1 for p in protocols):
-      full = tf.io.decode_image(image, channels=3, expand_animations=False)
-    elif not encoded:
-      full = image
-    out = {}
-    for size in sizes:
-      for protocol in protocols:
-        if protocol == 1:
-          # The job's own eval crop: the same function on the same bytes, so the same pixels.
-          one = (preprocessing.eval_image(image, size) if encoded
-                 else preprocessing.resize(image, size) if image.shape[0] != size else image)
-          out[crop_key(1, size)] = one[None]
-        else:
-          out[crop_key(protocol, size)] = crops.crops(full, protocol, size)
-    return out, label, valid
-
-  return make
-
-
-def crop_batches(source, protocols, sizes, batch_size: int) -> Iterator[tuple[dict, Any, Any]]:
-  tf = runtime.tensorflow()
-  examples, encoded = example_dataset(source)
-  ds = examples.map(crop_fn(protocols, sizes, encoded), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-  ds = ds.batch(batch_size // source.process_count).prefetch(2)
-  yield from ds.as_numpy_iterator()
-
-
-def dump_crops(directory: str, source, protocols, size: int) -> None:
-  """PNG files of the first eval image's crops, named after the protocol and each crop."""
-  tf = runtime.tensorflow()
+def crop_batches(source, protocols, sizes, batch_size: int):
+  """`data.crops.crop_batches`, looked up here (benchmarks/evaluate.py times it)."""
   from inception_jax.data import crops
-  examples, encoded = example_dataset(source)
-  image, _, _ = next(iter(examples))
-  full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image
-  wd.makedirs(directory)
-  for protocol in protocols:
-    images = crop_fn([protocol], [size], encoded)(image, 0, 1.0)[0][crop_key(protocol, size)]
-    names = ['central'] if protocol == 1 else crops.names(protocol, size)
-    for name, crop in zip(names, images.numpy()):
-      wd.write_atomically(wd.join(directory, f'{protocol}crops-{name}.png'),
-                          tf.io.encode_png(crop).numpy())
-  wd.write_atomically(wd.join(directory, 'original.png'), tf.io.encode_png(full).numpy())
+  return crops.crop_batches(source, protocols, sizes, batch_size)
 
 
 def probabilities_fn(member: Member, mesh_sharding):
@@ -269,6 +206,7 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
+  from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]
   dataset = dataset or default_dataset(members[0])
   devices = jax.device_count()
@@ -343,6 +281,8 @@ def main(argv) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start()
   import jax
+
+  from inception_jax.data import crops
   output = FLAGS.output or wd.join(FLAGS.checkpoint[0], wd.EVALUATION)
   with errors.reported():
     for path, flag in [*((c, '--checkpoint') for c in FLAGS.checkpoint), (output, '--output'),
@@ -353,7 +293,7 @@ def main(argv) -> None:
       member = load_member(FLAGS.checkpoint[0], FLAGS.params)
       source = make_source(FLAGS.dataset or default_dataset(member), FLAGS.data_dir, FLAGS.split,
                            member.size, jax.device_count())
-      dump_crops(FLAGS.dump_crops, source, protocols, member.size)
+      crops.dump_crops(FLAGS.dump_crops, source, protocols, member.size)
       print(f'Wrote the crops of the first image to {FLAGS.dump_crops}.')
     records = evaluate(FLAGS.checkpoint, protocols, FLAGS.dataset, FLAGS.data_dir, FLAGS.split,
                        FLAGS.batch_size, FLAGS.params)
