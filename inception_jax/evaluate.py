@@ -6,9 +6,10 @@
 
 `--checkpoint` takes converted checkpoints (`inception_jax.convert`) and training workdirs (their
 averaged parameters; `--params=raw` for the raw ones), each with its own network, options, image
-size and classes from its `model.json`. Several checkpoints form an ensemble: the softmax
-probabilities are averaged over the crops of each model, then over the models (GoogLeNet's rule);
-architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
+size and classes from its `model.json`; a workdir's also gives the defaults of `--dataset`,
+`--data_dir` and `--split`: the data its run trained and evaluated on. Several checkpoints form an
+ensemble: the softmax probabilities are averaged over the crops of each model, then over the models
+(GoogLeNet's rule); architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
 its background class dropped (and the rest renormalised); other disagreements are an error.
 
 The protocols (`--crops`, several at once: each image is read once for all of them):
@@ -52,9 +53,10 @@ flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or tra
 flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.')
 flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
                     '(default: what the first checkpoint was trained on, else imagenet2012).')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10).')
-flags.DEFINE_string('split', None, 'Split to evaluate (default: the dataset\'s validation or test '
-                    'split; a folder\'s sub-directory).')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
+                    'the one the first checkpoint was trained from, else TFDS\'s).')
+flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
+                    'else the dataset\'s validation or test split; a folder\'s sub-directory).')
 flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
                      'forward pass), a multiple of the devices.')
 flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
@@ -127,6 +129,18 @@ def _describe(classes) -> str:
 def default_dataset(member: Member) -> str:
   source = member.record.source or ''
   return source[len('trained on '):] if source.startswith('trained on ') else 'imagenet2012'
+
+
+def data_settings(member: Member, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+                  split: Optional[str] = None) -> tuple[str, Optional[str], Optional[str]]:
+  """The dataset, data_dir and split to evaluate `member` on: each flag's value, else what its
+  training run used (on the dataset it was trained on), else imagenet2012 in TFDS's default
+  data_dir, its validation split."""
+  dataset = dataset or default_dataset(member)
+  recorded = member.record.data or {}
+  if dataset == recorded.get('name'):
+    data_dir, split = data_dir or recorded.get('data_dir'), split or recorded.get('eval_split')
+  return dataset, data_dir, split
 
 
 def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
@@ -208,7 +222,7 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
 
   from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]
-  dataset = dataset or default_dataset(members[0])
+  dataset, data_dir, split = data_settings(members[0], dataset, data_dir, split)
   devices = jax.device_count()
   most_crops = max(1 if p == 1 else p for p in protocols)
   batch_size = batch_size or max(devices, 128 // most_crops // devices * devices)
@@ -291,8 +305,8 @@ def main(argv) -> None:
     protocols = parse_protocols(FLAGS.crops)
     if FLAGS.dump_crops:
       member = load_member(FLAGS.checkpoint[0], FLAGS.params)
-      source = make_source(FLAGS.dataset or default_dataset(member), FLAGS.data_dir, FLAGS.split,
-                           member.size, jax.device_count())
+      settings = data_settings(member, FLAGS.dataset, FLAGS.data_dir, FLAGS.split)
+      source = make_source(*settings, member.size, jax.device_count())
       crops.dump_crops(FLAGS.dump_crops, source, protocols, member.size)
       print(f'Wrote the crops of the first image to {FLAGS.dump_crops}.')
     records = evaluate(FLAGS.checkpoint, protocols, FLAGS.dataset, FLAGS.data_dir, FLAGS.split,
