@@ -18,7 +18,7 @@ counts), then --runs timed calls. Reported, as medians over the runs:
 - s/run: the whole call, and overhead: the part of it that the images at that rate do not explain
   (reading the checkpoint, building the source and pipeline, tracing and compiling: `evaluate()`
   compiles its forward pass on every call).
-- host ms/image: the evaluator's per-image tf.data work for the protocol (`evaluate.crop_fn`: JPEG
+- host ms/image: the evaluator's per-image tf.data work for the protocol (`crops.crop_fn`: JPEG
   decode and crops) in a tf.function, one image at a time; and of that, `crops.crops` alone on the
   decoded image (protocols 10, 12, 144). With C cores free for tf.data the host keeps up with at
   most C x 1000 / host_ms images/s: above the network's img/s, the network is the bottleneck.
@@ -171,8 +171,8 @@ def host_milliseconds(jpegs: list[bytes], protocol: int, size: int, repeats: int
                       ) -> tuple[float, Optional[float]]:
   """Median ms per image of the evaluator's per-image host work for `protocol` (decode and crops),
   and of `crops.crops` alone on the decoded image (None for the single crop)."""
-  key = evaluate.crop_key(protocol, size)
-  make = evaluate.crop_fn([protocol], [size], encoded=True)
+  key = crops.crop_key(protocol, size)
+  make = crops.crop_fn([protocol], [size], encoded=True)
   per_image = tf.function(lambda data: make(data, 0, 1.0)[0][key],
                           input_signature=[tf.TensorSpec([], tf.string)])
   work = [(per_image, [tf.constant(data) for data in jpegs])]

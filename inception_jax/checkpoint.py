@@ -209,20 +209,26 @@ class ModelRecord:
     classes: 'imagenet', 'imagenet+background' (`inception_jax.imagenet.RECORDS`), a list of class
       names by label, or None when unknown.
     source: where the variables came from ('trained on digits', 'timm:/path/model.safetensors').
+    data: a training workdir's data settings, which `evaluate` defaults to: {'name', 'data_dir',
+      'eval_split'} of `config.dataset` (None where unset); None in older workdirs.
   """
   model: str
   options: dict[str, Any]
   image_size: Optional[int] = None
   classes: Any = None
   source: str = ''
+  data: Optional[dict[str, Any]] = None
 
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
     """The record of a training workdir: `config`'s network on the data `source` gives."""
     from inception_jax.steps import options_from_config
     options = json.loads(json.dumps(options_from_config(config, source.num_classes), default=str))
+    data_dir = config.dataset.get('data_dir') or None
+    data = {'name': config.dataset.name, 'data_dir': data_dir and wd.absolute(data_dir),
+            'eval_split': config.dataset.get('eval_split') or None}
     return cls(config.model.name, options, source.image_shape[0], source.classes,
-               f'trained on {config.dataset.name}')
+               f'trained on {config.dataset.name}', data)
 
   @classmethod
   def for_conversion(cls, model: str, options: dict[str, Any], source: str,

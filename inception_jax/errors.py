@@ -43,11 +43,15 @@ def chain(error: BaseException) -> list[BaseException]:
   return errors
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
-  """The first line of `error`'s message (at most `limit` characters; a colon that introduced
-  the lines cut off is dropped), or its type's name."""
-  text = str(error).strip()
-  return text.splitlines()[0][:limit].rstrip(':') if text else type(error).__name__
+def first_line(error: BaseException, limit: int = 300, *, text: str | None = None,
+               default: str | None = None) -> str:
+  """The first line of `error`'s message, or of `text` where the caller has a better one (e.g.
+  TensorFlow's `message`, without the op's prefix): at most `limit` characters, a colon that
+  introduced the lines cut off dropped. Without any text: `default`, or the error type's name."""
+  text = (str(error) if text is None else text).strip()
+  if not text:
+    return type(error).__name__ if default is None else default
+  return text.splitlines()[0][:limit].rstrip(':')
 
 
 def _message(error: BaseException) -> str:

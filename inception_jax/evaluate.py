@@ -6,9 +6,10 @@
 
 `--checkpoint` takes converted checkpoints (`inception_jax.convert`) and training workdirs (their
 averaged parameters; `--params=raw` for the raw ones), each with its own network, options, image
-size and classes from its `model.json`. Several checkpoints form an ensemble: the softmax
-probabilities are averaged over the crops of each model, then over the models (GoogLeNet's rule);
-architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
+size and classes from its `model.json`; a workdir's also gives the defaults of `--dataset`,
+`--data_dir` and `--split`: the data its run trained and evaluated on. Several checkpoints form an
+ensemble: the softmax probabilities are averaged over the crops of each model, then over the models
+(GoogLeNet's rule); architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
 its background class dropped (and the rest renormalised); other disagreements are an error.
 
 The protocols (`--crops`, several at once: each image is read once for all of them):
@@ -36,13 +37,12 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import app, flags
-import numpy as np
 
 from inception_jax import errors, runtime, workdir as wd
-from inception_jax.errors import ConfigError, MissingError
+from inception_jax.errors import ConfigError
 
 PROTOCOLS = (1, 10, 12, 144)
 PROGRESS_SECONDS = 10.0
@@ -53,9 +53,10 @@ flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or tra
 flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.')
 flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
                     '(default: what the first checkpoint was trained on, else imagenet2012).')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10).')
-flags.DEFINE_string('split', None, 'Split to evaluate (default: the dataset\'s validation or test '
-                    'split; a folder\'s sub-directory).')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
+                    'the one the first checkpoint was trained from, else TFDS\'s).')
+flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
+                    'else the dataset\'s validation or test split; a folder\'s sub-directory).')
 flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
                      'forward pass), a multiple of the devices.')
 flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
@@ -98,18 +99,9 @@ class Member:
 
 
 def load_member(path: str, params: str) -> Member:
-  from inception_jax import checkpoint as ckpt
-  from inception_jax.models import create
-  if not wd.isdir(path):
-    raise MissingError(f'--checkpoint {path} is not a directory: pass a directory written by '
-                       '`python -m inception_jax.convert`, or a training workdir.')
-  record = ckpt.ModelRecord.read(path)
-  if record is None:
-    raise MissingError(f'{path} has no {ckpt.MODEL_INFO} saying which network it holds: pass a '
-                       'directory written by `python -m inception_jax.convert`, or a training '
-                       'workdir.')
-  variables = ckpt.load_variables(path, ema=params == 'ema')
-  model = create(record.model, **record.resolved_options())
+  """The network at `path` as the training job evaluated it (its recorded options)."""
+  from inception_jax.network import load_network
+  model, variables, record = load_network(path, params)
   return Member(path, record, model, variables)
 
 
@@ -139,6 +131,18 @@ def default_dataset(member: Member) -> str:
   return source[len('trained on '):] if source.startswith('trained on ') else 'imagenet2012'
 
 
+def data_settings(member: Member, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+                  split: Optional[str] = None) -> tuple[str, Optional[str], Optional[str]]:
+  """The dataset, data_dir and split to evaluate `member` on: each flag's value, else what its
+  training run used (on the dataset it was trained on), else imagenet2012 in TFDS's default
+  data_dir, its validation split."""
+  dataset = dataset or default_dataset(member)
+  recorded = member.record.data or {}
+  if dataset == recorded.get('name'):
+    data_dir, split = data_dir or recorded.get('data_dir'), split or recorded.get('eval_split')
+  return dataset, data_dir, split
+
+
 def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
                 batch_size: int):
   """The eval split of dataset `name` in batches of `batch_size` images, as the job reads it."""
@@ -155,72 +159,10 @@ def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_
                        process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def crop_key(protocol: int, size: int) -> str:
-  return f'{protocol}@{size}'
-
-
-def example_dataset(source):
-  """This process's eval examples, padded like the job's eval: (image, label, valid) with the image
-  encoded (TFDS, folders) or decoded (in-memory sources); and whether it is encoded."""
-  tf = runtime.tensorflow()
-  from inception_jax.data.encoded import EncodedSource
-  if isinstance(source, EncodedSource):
-    return source.eval_examples(), True
-  batches = list(source.eval_batches())  # small in-memory splits (digits, synthetic)
-  return tf.data.Dataset.from_tensor_slices(tuple(
-      np.concatenate([b[k] for b in batches]) for k in ('image', 'label', 'mask'))), False
-
-
-def crop_fn(protocols: Sequence[int], sizes: Sequence[int], encoded: bool):
-  """(image, label, valid) -> ({crop_key: uint8 [crops, size, size, 3]}, label, valid)."""
-  tf = runtime.tensorflow()
-  from inception_jax.data import crops, preprocessing
-
-  def make(image, label, valid):
-    full = None
-    if encoded and any(p != 1 for p in protocols):
-      full = tf.io.decode_image(image, channels=3, expand_animations=False)
-    elif not encoded:
-      full = image
-    out = {}
-    for size in sizes:
-      for protocol in protocols:
-        if protocol == 1:
-          # The job's own eval crop: the same function on the same bytes, so the same pixels.
-          one = (preprocessing.eval_image(image, size) if encoded
-                 else preprocessing.resize(image, size) if image.shape[0] != size else image)
-          out[crop_key(1, size)] = one[None]
-        else:
-          out[crop_key(protocol, size)] = crops.crops(full, protocol, size)
-    return out, label, valid
-
-  return make
-
-
-def crop_batches(source, protocols, sizes, batch_size: int) -> Iterator[tuple[dict, Any, Any]]:
-  tf = runtime.tensorflow()
-  examples, encoded = example_dataset(source)
-  ds = examples.map(crop_fn(protocols, sizes, encoded), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-  ds = ds.batch(batch_size // source.process_count).prefetch(2)
-  yield from ds.as_numpy_iterator()
-
-
-def dump_crops(directory: str, source, protocols, size: int) -> None:
-  """PNG files of the first eval image's crops, named after the protocol and each crop."""
-  tf = runtime.tensorflow()
+def crop_batches(source, protocols, sizes, batch_size: int):
+  """`data.crops.crop_batches`, looked up here (benchmarks/evaluate.py times it)."""
   from inception_jax.data import crops
-  examples, encoded = example_dataset(source)
-  image, _, _ = next(iter(examples))
-  full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image
-  wd.makedirs(directory)
-  for protocol in protocols:
-    images = crop_fn([protocol], [size], encoded)(image, 0, 1.0)[0][crop_key(protocol, size)]
-    names = ['central'] if protocol == 1 else crops.names(protocol, size)
-    for name, crop in zip(names, images.numpy()):
-      wd.write_atomically(wd.join(directory, f'{protocol}crops-{name}.png'),
-                          tf.io.encode_png(crop).numpy())
-  wd.write_atomically(wd.join(directory, 'original.png'), tf.io.encode_png(full).numpy())
+  return crops.crop_batches(source, protocols, sizes, batch_size)
 
 
 def probabilities_fn(member: Member, mesh_sharding):
@@ -278,8 +220,9 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
+  from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]
-  dataset = dataset or default_dataset(members[0])
+  dataset, data_dir, split = data_settings(members[0], dataset, data_dir, split)
   devices = jax.device_count()
   most_crops = max(1 if p == 1 else p for p in protocols)
   batch_size = batch_size or max(devices, 128 // most_crops // devices * devices)
@@ -352,6 +295,8 @@ def main(argv) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start()
   import jax
+
+  from inception_jax.data import crops
   output = FLAGS.output or wd.join(FLAGS.checkpoint[0], wd.EVALUATION)
   with errors.reported():
     for path, flag in [*((c, '--checkpoint') for c in FLAGS.checkpoint), (output, '--output'),
@@ -360,9 +305,9 @@ def main(argv) -> None:
     protocols = parse_protocols(FLAGS.crops)
     if FLAGS.dump_crops:
       member = load_member(FLAGS.checkpoint[0], FLAGS.params)
-      source = make_source(FLAGS.dataset or default_dataset(member), FLAGS.data_dir, FLAGS.split,
-                           member.size, jax.device_count())
-      dump_crops(FLAGS.dump_crops, source, protocols, member.size)
+      settings = data_settings(member, FLAGS.dataset, FLAGS.data_dir, FLAGS.split)
+      source = make_source(*settings, member.size, jax.device_count())
+      crops.dump_crops(FLAGS.dump_crops, source, protocols, member.size)
       print(f'Wrote the crops of the first image to {FLAGS.dump_crops}.')
     records = evaluate(FLAGS.checkpoint, protocols, FLAGS.dataset, FLAGS.data_dir, FLAGS.split,
                        FLAGS.batch_size, FLAGS.params)

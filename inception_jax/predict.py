@@ -46,33 +46,15 @@ def label_names(classes, num_classes: int) -> list[str]:
 class Predictor:
   """A network and its variables, ready to classify encoded images."""
 
-  def __init__(self, checkpoint: str, model: Optional[str] = None):
+  def __init__(self, checkpoint: str, model: Optional[str] = None, params: str = 'ema'):
     import jax
 
-    from inception_jax import checkpoint as ckpt, weights
-    from inception_jax.models import create, model_class, unstack_blocks
-    from inception_jax.models.names import AUX_LOGITS, LOGITS
+    from inception_jax.models.names import LOGITS
+    from inception_jax.network import load_network
 
-    record = ckpt.ModelRecord.read(checkpoint)
-    if record and model and model != record.model:
-      raise ConfigError(f'{checkpoint} holds {record.model} (its {ckpt.MODEL_INFO} says so), not '
-                        f'{model}; leave --model out.')
-    name = model or (record.model if record else None)
-    if not name:
-      raise ConfigError(f'{checkpoint} has no {ckpt.MODEL_INFO} saying which network it holds; '
-                        'pass --model (e.g. --model=inception_resnet_v2).')
-    variables = unstack_blocks(ckpt.load_variables(checkpoint, ema=True))
-    variables = {collection: {k: v for k, v in variables.get(collection, {}).items()
-                              if k != AUX_LOGITS} for collection in ('params', 'batch_stats')}
-    if record:
-      cls = model_class(name)
-      recorded = record.resolved_options()
-      options = {k: recorded[k] for k in (*cls.structure_options, *cls.numeric_options)}
-    else:
-      options = weights.options_from_variables(variables, name, source='')
-    # The blocks are unstacked and the aux head left out above; the runtime options keep their
-    # defaults (float32, no remat).
-    self.model = create(name, **dict(options, scan_blocks=False, aux_logits=False))
+    # Blocks unstacked, no aux head, the runtime options at their defaults (float32, no remat).
+    self.model, variables, record = load_network(checkpoint, params, model, as_trained=False,
+                                                 model_flag='--model')
     self.image_size = int((record and record.image_size) or self.model.default_size)
     num_classes = np.shape(variables['params'][LOGITS]['bias'])[0]
     self.names = label_names(record.classes if record else None, num_classes)
@@ -134,9 +116,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       ready.append((path, predictor.preprocess(wd.read_bytes(path))))
     except (tf.errors.OpError, OSError, ValueError) as e:
       failed += 1
-      reason = getattr(e, 'message', None) or str(e)
-      print(f'error: {path}: cannot read it as an image ({type(e).__name__}: '
-            f'{reason.splitlines()[0] if reason else "unknown"})', file=sys.stderr)
+      reason = errors.first_line(e, text=getattr(e, 'message', None) or str(e), default='unknown')
+      print(f'error: {path}: cannot read it as an image ({type(e).__name__}: {reason})',
+            file=sys.stderr)
     if len(ready) == batch:
       flush()
   flush()

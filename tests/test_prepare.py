@@ -144,7 +144,8 @@ def read_all(reader, size):
 
 def test_imagenet_from_the_ilsvrc_archives_to_training(tmp_path):
   """The command as a user runs it, on a data_dir where an interrupted run left partial output;
-  then the job's source reads the right labels and the job trains."""
+  then the job's source reads the right labels, the job trains, and evaluation of its workdir
+  finds the data without being told where."""
   manual_dir, data_dir = write_ilsvrc(tmp_path / 'manual'), tmp_path / 'data'
   leftover = data_dir / 'imagenet2012' / 'incomplete.ABC123_5.1.0'
   leftover.mkdir(parents=True)
@@ -178,6 +179,17 @@ def test_imagenet_from_the_ilsvrc_archives_to_training(tmp_path):
   result = train.train_and_evaluate(config, workdir)
   assert result['eval_examples'] == VAL_IMAGES and np.isfinite(result['eval_loss'])
   assert [m['step'] for m in metrics(workdir) if 'loss' in m] == [2]
+
+  # Evaluation reads the run's data_dir (its model.json records it), without --data_dir.
+  from inception_jax import checkpoint as ckpt, evaluate
+  assert ckpt.ModelRecord.read(workdir).data == {
+      'name': 'imagenet2012', 'data_dir': str(data_dir), 'eval_split': None}
+  [record] = evaluate.evaluate([workdir], [1], progress=False)
+  assert record['dataset'] == 'imagenet2012' and record['images'] == VAL_IMAGES
+  assert (record['top1'], record['top5']) == (result['eval_top1'], result['eval_top5'])
+  elsewhere = tmp_path / 'elsewhere'
+  with pytest.raises(errors.MissingError, match=f'imagenet2012 is not prepared in {elsewhere}'):
+    evaluate.evaluate([workdir], [1], data_dir=str(elsewhere))
 
 
 def test_cifar10_offline_from_the_archive_in_manual_dir(cifar10_manual_dir, tmp_path, capsys):

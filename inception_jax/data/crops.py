@@ -25,10 +25,15 @@ Small images (CIFAR-10, digits) are simply upsampled by the scale resize. Mirror
 horizontal flips of their unmirrored crops, which come first: crop i + count // 2 is the mirror of
 crop i. The order is scale, square (start, centre, end of the longer side), position (topleft,
 topright, bottomleft, bottomright, centre, whole). The single-crop eval of the jobs (the central
-87.5%, `preprocessing.eval_image`) is not here.
+87.5%, `preprocessing.eval_image`) is not here, but `crop_fn`, the evaluator's per-image work,
+gives it beside the others (`inception_jax.evaluate`: each image read once for all protocols).
 """
 
 from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from inception_jax import runtime
 
@@ -169,3 +174,67 @@ def crops(image: tf.Tensor, protocol: int, size: int) -> tf.Tensor:
   # One stack of all the crops: faster than stacking, flipping and concatenating the stack.
   return tf.ensure_shape(tf.stack(out + [tf.reverse(crop, axis=[1]) for crop in out]),
                          [count(protocol), size, size, 3])
+
+
+def crop_key(protocol: int, size: int) -> str:
+  return f'{protocol}@{size}'
+
+
+def example_dataset(source):
+  """This process's eval examples, padded like the job's eval: (image, label, valid) with the image
+  encoded (TFDS, folders) or decoded (in-memory sources); and whether it is encoded."""
+  from inception_jax.data.encoded import EncodedSource
+  if isinstance(source, EncodedSource):
+    return source.eval_examples(), True
+  batches = list(source.eval_batches())  # small in-memory splits (digits, synthetic)
+  return tf.data.Dataset.from_tensor_slices(tuple(
+      np.concatenate([b[k] for b in batches]) for k in ('image', 'label', 'mask'))), False
+
+
+def crop_fn(protocols: Sequence[int], sizes: Sequence[int], encoded: bool):
+  """(image, label, valid) -> ({crop_key: uint8 [crops, size, size, 3]}, label, valid)."""
+  from inception_jax.data import preprocessing
+
+  def make(image, label, valid):
+    full = None
+    if encoded and any(p != 1 for p in protocols):
+      full = tf.io.decode_image(image, channels=3, expand_animations=False)
+    elif not encoded:
+      full = image
+    out = {}
+    for size in sizes:
+      for protocol in protocols:
+        if protocol == 1:
+          # The job's own eval crop: the same function on the same bytes, so the same pixels.
+          one = (preprocessing.eval_image(image, size) if encoded
+                 else preprocessing.resize(image, size) if image.shape[0] != size else image)
+          out[crop_key(1, size)] = one[None]
+        else:
+          out[crop_key(protocol, size)] = crops(full, protocol, size)
+    return out, label, valid
+
+  return make
+
+
+def crop_batches(source, protocols, sizes, batch_size: int) -> Iterator[tuple[dict, Any, Any]]:
+  examples, encoded = example_dataset(source)
+  ds = examples.map(crop_fn(protocols, sizes, encoded), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+  ds = ds.batch(batch_size // source.process_count).prefetch(2)
+  yield from ds.as_numpy_iterator()
+
+
+def dump_crops(directory: str, source, protocols, size: int) -> None:
+  """PNG files of the first eval image's crops, named after the protocol and each crop."""
+  from inception_jax import workdir as wd
+  examples, encoded = example_dataset(source)
+  image, _, _ = next(iter(examples))
+  full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image
+  wd.makedirs(directory)
+  for protocol in protocols:
+    images = crop_fn([protocol], [size], encoded)(image, 0, 1.0)[0][crop_key(protocol, size)]
+    labels = ['central'] if protocol == 1 else names(protocol, size)
+    for name, crop in zip(labels, images.numpy()):
+      wd.write_atomically(wd.join(directory, f'{protocol}crops-{name}.png'),
+                          tf.io.encode_png(crop).numpy())
+  wd.write_atomically(wd.join(directory, 'original.png'), tf.io.encode_png(full).numpy())

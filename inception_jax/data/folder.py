@@ -24,7 +24,7 @@ from PIL import Image
 from inception_jax import runtime
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
-from inception_jax.errors import ConfigError, MissingError
+from inception_jax.errors import ConfigError, MissingError, first_line
 
 tf = runtime.tensorflow()
 
@@ -75,8 +75,7 @@ def _too_large(data: bytes, max_pixels: int) -> Optional[str]:
 def _reason(error: Exception) -> str:
   """The first line of a read or decode error, without TensorFlow's op prefix."""
   text = getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
-  text = re.sub(r'\{\{[^}]*\}\}\s*', '', text).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+  return first_line(error, text=re.sub(r'\{\{[^}]*\}\}\s*', '', text))
 
 
 class FolderReader:

@@ -11,10 +11,10 @@ from typing import Iterator
 
 import numpy as np
 
-from inception_jax import prepare
 from inception_jax.data.base import Batch, Source, check_no_eval_split, register
+from inception_jax.data.datasets import DATASETS
 
-IMAGENET_TRAIN_SIZE = prepare.DATASETS['imagenet2012'].sizes[0]
+IMAGENET_TRAIN_SIZE = DATASETS['imagenet2012'].sizes[0]
 IMAGENET_CLASSES = 1000
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from inception_jax import imagenet, prepare, workdir as wd
+from inception_jax import imagenet, workdir as wd
+from inception_jax.data import datasets
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
 from inception_jax.errors import MissingError
@@ -37,15 +38,15 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
   """What stopped `name` from being read: the cause and its fix. The data not being prepared is
   claimed only when TFDS finds no prepared copy."""
   if isinstance(error, ImportError):
-    return prepare.missing_module(name, error)
+    return datasets.missing_module(name, error)
   import tensorflow_datasets as tfds
   try:
-    with prepare.quiet_tfds():
+    with datasets.quiet_tfds():
       builder = tfds.builder(name, data_dir=data_dir)
       prepared = builder.is_prepared()
-      why_not = prepared and prepare.problem(builder, name)
+      why_not = prepared and datasets.problem(builder, name)
   except ImportError as e:
-    return prepare.missing_module(name, e)
+    return datasets.missing_module(name, e)
   except Exception as e:  # pylint: disable=broad-except
     error = e  # e.g. an unreadable directory or dataset_info.json: reported below
     builder, prepared, why_not = None, True, None
@@ -59,9 +60,9 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
     unset = ' (TFDS\'s default: config.dataset.data_dir is unset)' if data_dir is None else ''
     return MissingError(
         f'{name} is not prepared in {root}{unset}, and the job does not download data. Prepare '
-        f'it once with: {prepare.command(name, root)}'
-        + (f' (MANUAL_DIR holding {prepare.manual_hint(name)})'
-           if prepare.DATASETS[name].manual_required else ''))
+        f'it once with: {datasets.command(name, root)}'
+        + (f' (MANUAL_DIR holding {datasets.manual_hint(name)})'
+           if datasets.DATASETS[name].manual_required else ''))
   if why_not:
     return MissingError(why_not)
   if isinstance(error, PermissionError):
@@ -69,7 +70,7 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
                         'to it.')
   return MissingError(f'{name} in {where} cannot be read ({type(error).__name__}: {error}): a '
                       f'file is damaged or missing. Delete {where} and prepare it again: '
-                      f'{prepare.command(name, root)}')
+                      f'{datasets.command(name, root)}')
 
 
 def _data_source(name: str, split: str, data_dir: str | None):
@@ -77,9 +78,9 @@ def _data_source(name: str, split: str, data_dir: str | None):
   missing file fails now rather than mid-training."""
   try:
     import tensorflow_datasets as tfds
-    with prepare.quiet_tfds():
+    with datasets.quiet_tfds():
       source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                                builder_kwargs={'file_format': prepare.ARRAY_RECORD},
+                                builder_kwargs={'file_format': datasets.ARRAY_RECORD},
                                 decoders={'image': tfds.decode.SkipDecoding()})
     if len(source):
       _ = source[0], source[len(source) - 1]
@@ -93,7 +94,7 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
   """The dataset's source; with `read=False` a stand-in with its shapes and published sizes that
   opens no file (for `inception_jax.aot`, which compiles the job where the data is not)."""
   name = dataset_config.name
-  train_split, eval_split = prepare.DATASETS[name].splits
+  train_split, eval_split = datasets.DATASETS[name].splits
   eval_split = dataset_config.get('eval_split') or eval_split
   data_dir = dataset_config.data_dir or None  # '' from the command line: TFDS's default
   if read:
@@ -102,7 +103,7 @@ def create(dataset_config, *, batch_size, eval_batch_size, seed, process_index, 
     sizes = len(train), len(evaluation)
     readers = _reader(train), _reader(evaluation)
   else:
-    sizes, readers = prepare.DATASETS[name].sizes, (_not_read, _not_read)
+    sizes, readers = datasets.DATASETS[name].sizes, (_not_read, _not_read)
   offset = 1 if dataset_config.background_class else 0
   classes = CLASSES[name]
   if classes == 'imagenet':
@@ -126,5 +127,5 @@ def _not_read(indices: np.ndarray):
   raise RuntimeError('This source was made with read=False: it has shapes, not examples.')
 
 
-for _name in prepare.DATASETS:
+for _name in datasets.DATASETS:
   register(_name)(create)

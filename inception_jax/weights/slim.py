@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from inception_jax import runtime
+from inception_jax.errors import first_line
 from inception_jax.models import model_class
 from inception_jax.models.names import AUX_LOGITS, LOGITS
 from inception_jax.weights import files
@@ -88,7 +89,7 @@ def _reader(path: str):
   try:
     return tf.train.load_checkpoint(path)
   except tf.errors.OpError as e:
-    reason = e.message.splitlines()[0] if e.message else type(e).__name__
+    reason = first_line(e, text=e.message)
     raise FileFormatError(f'TensorFlow cannot read the checkpoint {path}: {reason}') from None
 
 

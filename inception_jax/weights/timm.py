@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 import flax.linen as nn
 import numpy as np
 
+from inception_jax.errors import first_line
 from inception_jax.models.layers import ConvBN
 from inception_jax.models.names import AUX_LOGITS, LOGITS, lettered
 from inception_jax.weights import files
@@ -297,7 +298,7 @@ def pretrained_file(model_name: str, directory: str, download: bool = True) -> W
     except ImportError:
       why = 'huggingface_hub is not installed (pip install huggingface_hub)'
     except Exception as e:  # offline, or the Hub refused: any of its many errors
-      why = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no message"}'
+      why = f'{type(e).__name__}: {first_line(e, default="no message")}'
   else:
     why = 'downloading was switched off'
   from safetensors.numpy import save_file
