@@ -9,8 +9,9 @@ averaged parameters; `--params=raw` for the raw ones), each with its own network
 size and classes from its `model.json`; a workdir's also gives the defaults of `--dataset`,
 `--data_dir` and `--split`: the data its run trained and evaluated on. Several checkpoints form an
 ensemble: the softmax probabilities are averaged over the crops of each model, then over the models
-(GoogLeNet's rule); architectures and image sizes may be mixed. A 1001-class TF-slim head evaluated on 1000 classes has
-its background class dropped (and the rest renormalised); other disagreements are an error.
+(GoogLeNet's rule); architectures and image sizes may be mixed. A 1001-class TF-slim head
+evaluated on 1000 classes has its background class dropped (and the rest renormalised); other
+disagreements are an error.
 
 The protocols (`--crops`, several at once: each image is read once for all of them):
 - `1`: the training job's evaluation crop: the central 87.5% of the image, bilinear resize to the

@@ -16,12 +16,12 @@ def data_source(config, devices):
   """The config's data source, or for ImageNet and CIFAR-10 a stand-in with their shapes and
   published sizes (no file opened: the data need not be on this machine)."""
   # deferred: the data modules import JAX, which must start after prepare_environment
-  from inception_jax import data, prepare
-  from inception_jax.data import tfds_sources
+  from inception_jax import data
+  from inception_jax.data import datasets, tfds_sources
   hosts = len({d.process_index for d in devices})
   options = dict(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                  seed=config.seed, process_index=0, process_count=hosts)
-  if config.dataset.name in prepare.DATASETS:
+  if config.dataset.name in datasets.DATASETS:
     return tfds_sources.create(config.dataset, read=False, **options)
   return data.create_source(config.dataset, **options)
 
