@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import socket
 import threading
@@ -13,7 +12,7 @@ from typing import Optional
 from absl import logging
 import jax
 
-from inception_jax import faults, progress
+from inception_jax import faults, progress, runtime
 from inception_jax.errors import ConfigError, first_line
 
 PEER_TIMEOUT_S = 60.0  # how long a silent process counts as alive (main.py: --peer_timeout)
@@ -222,5 +221,6 @@ def _use_gloo_on_cpu() -> None:
 
 
 def on_tpu_vm() -> bool:
-  """Whether this machine has TPU chips (a Cloud TPU VM): their device files."""
-  return bool(glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'))
+  """Whether this machine has TPU chips (a Cloud TPU VM): the test that also decides whether
+  libtpu starts (`runtime.tpu_present`)."""
+  return runtime.tpu_present()

@@ -245,9 +245,11 @@ def _closed_loop_noise(unraisable) -> bool:
 
 
 def quiet_library_faults() -> None:
-  """Installs `_QuietFaults` on the loggers of absl (Orbax logs through it) and gcsfs, and a
-  `sys.unraisablehook` that drops `_closed_loop_noise`; idempotent."""
-  for name in ('absl', 'gcsfs'):
+  """Installs `_QuietFaults` on the loggers of absl (Orbax logs through it), gcsfs and fsspec's
+  read-ahead (its consumer logs a traceback of the error it then raises to the reader), and a
+  `sys.unraisablehook` that drops `_closed_loop_noise`; idempotent. A logger's filter sees only
+  the records of that logger, not its children's: each is named."""
+  for name in ('absl', 'gcsfs', 'fsspec.prefetcher'):
     logger = logging.getLogger(name)
     if not any(isinstance(f, _QuietFaults) for f in logger.filters):
       logger.addFilter(_QuietFaults())

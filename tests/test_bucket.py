@@ -170,7 +170,8 @@ def test_no_credentials_is_named_with_the_fix_within_seconds(tmp_path):
 
 
 def test_storage_lost_mid_run_ends_with_the_fault_and_the_bucket_resumes(tmp_path):
-  """The server stops mid-run: within gcsfs's retries (about 30 s) the job ends with exit 75 and
+  """The server stops mid-run: within gcsfs's retries (about 30 s; twice that when a save was
+  finishing as the next began, each failing after its own retries) the job ends with exit 75 and
   the step to resume from; once the server is back, the same workdir resumes from it."""
   from gcs import Emulator
   emulator = Emulator(this_process=False)  # a server of its own, to stop
@@ -197,7 +198,7 @@ def test_storage_lost_mid_run_ends_with_the_fault_and_the_bucket_resumes(tmp_pat
     print(f'The job ended {took:.1f} s after the server stopped: {first}')
     # Saves that finished just before the server stopped may not have been seen finished by the
     # job: then it names the steps in flight ('the newest of steps 2, 4 whose save finished').
-    assert 'Nothing saved before is lost' in first and took < 60, (took, first)
+    assert 'Nothing saved before is lost' in first and took < 100, (took, first)
     if 'whose save finished' in first:
       listed = first.split('the newest of steps ')[1].split(' whose')[0]
       steps = [int(s) for s in listed.split(', ')]

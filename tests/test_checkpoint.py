@@ -112,3 +112,24 @@ def test_the_hint_names_every_save_in_flight_when_storage_stops(tmp_path, fresh_
   faults.note_saved(2)
   assert faults.resume_hint(str(tmp_path), look=False).endswith(
       f'it resumes from step 2 or a later one ({tmp_path}/checkpoints/2)')
+
+
+@pytest.mark.parametrize('name', ['absl', 'gcsfs', 'fsspec.prefetcher'])
+def test_library_logs_of_a_storage_fault_are_left_to_the_faults_message(name, caplog):
+  """A library's traceback of a lost storage (fsspec's read-ahead logged one in the bucket test)
+  is dropped: the fault's own few lines say it. Other warnings still show."""
+  import logging
+
+  from inception_jax import faults
+  faults.quiet_library_faults()
+  logger = logging.getLogger(name)
+  caplog.set_level(logging.WARNING, logger=name)
+  try:
+    try:
+      raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 40689)")
+    except ConnectionRefusedError as refused:
+      raise OSError('Cannot connect to host 127.0.0.1:40689 ssl:default') from refused
+  except OSError:
+    logger.exception('Consumer caught an error.')
+  logger.warning('something else')
+  assert [r.getMessage() for r in caplog.records if r.name == name] == ['something else']

@@ -17,6 +17,7 @@ import chaos
 import jax
 import numpy as np
 import pytest
+import tensorstore
 
 from inception_jax import checkpoint as ckpt, config_checks, faults, train
 from inception_jax.errors import ConfigError, MissingError
@@ -188,21 +189,42 @@ def test_chaos_many_kills_during_async_saves_end_bit_exact(straight, tmp_path):
 
 
 def flip_a_byte(step_dir, seed):
-  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, 'state'))
-           for f in fs if '/d/' in os.path.join(d, f)]
-  biggest = max(files, key=os.path.getsize)
-  data = bytearray(open(biggest, 'rb').read())
-  data[random.Random(seed).randrange(len(data))] ^= 0x10
-  open(biggest, 'wb').write(bytes(data))
+  """Flips one bit of a byte the restore reads: inside one array chunk the checkpoint's B-tree
+  points to. Not any byte of a data file: OCDBT files also hold bytes no restore reads (the
+  per-process B-tree node Orbax merges away, ~2% of the biggest file), where a flip changes nothing.
+  Returns the chunk's key."""
+  state = os.path.join(step_dir, 'state')
+  store = tensorstore.KvStore.open(f'file://{state}/').result()
+  manifest = tensorstore.ocdbt.dump(store).result()
+  nodes = [manifest['versions'][-1]['root']['location']]
+  chunks = []
+  while nodes:  # every B-tree node, from the root down
+    dump = tensorstore.ocdbt.dump(store, nodes.pop()).result()
+    for entry in dump['entries']:
+      for value in entry.values():
+        if isinstance(value, str) and value.startswith('btreenode:'):
+          nodes.append(value)
+      if 'indirect_value' in entry:
+        chunks.append((entry['key'], entry['indirect_value']))
+  rng = random.Random(seed)
+  key, location = rng.choice(sorted(chunks))
+  prefix, name, offset, length = re.fullmatch(r'value:(.*):(d/[^:]+):(\d+):(\d+)', location).groups()
+  with open(os.path.join(state, prefix, name), 'r+b') as f:
+    f.seek(int(offset) + rng.randrange(int(length)))
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x10]))
+  return key
 
 
 def test_a_flipped_byte_is_caught_and_the_previous_checkpoint_used(straight, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(straight, workdir)
   seed = random.randrange(1 << 30)
-  flip_a_byte(os.path.join(workdir, 'checkpoints', str(tu.STEPS)), seed)
+  flipped = flip_a_byte(os.path.join(workdir, 'checkpoints', str(tu.STEPS)), seed)
   train.train_and_evaluate(tu.tiny_config(num_train_steps=tu.STEPS), workdir)
-  assert os.listdir(os.path.join(workdir, 'checkpoints_corrupt')), f'seed {seed}'
+  corrupt = os.path.join(workdir, 'checkpoints_corrupt')
+  assert os.path.isdir(corrupt) and os.listdir(corrupt), f'seed {seed}: a byte of {flipped}'
   assert tu.losses(workdir) == tu.losses(straight)
   tu.assert_trees_equal(tu.final_variables(workdir), tu.final_variables(straight))
 

@@ -67,10 +67,10 @@ def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
   monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **k: calls.append((a, k)))
   for name in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS'):
     monkeypatch.delenv(name, raising=False)
-  monkeypatch.setattr(distributed.glob, 'glob', lambda pattern: [])
+  monkeypatch.setattr(runtime.glob, 'glob', lambda pattern: [])
   distributed.initialize()
   assert calls == [] and not distributed.on_tpu_vm()
-  monkeypatch.setattr(distributed.glob, 'glob',
+  monkeypatch.setattr(runtime.glob, 'glob',
                       lambda pattern: ['/dev/accel0'] if pattern == '/dev/accel*' else [])
   monkeypatch.setattr(jax, 'process_index', lambda: 0)
   distributed.initialize()

@@ -136,7 +136,12 @@ def mocked_tfds(num_examples: int):
   array-record source's `__getitems__` unbound, so that `source.__getitems__(keys)` (what
   `inception_jax.data.tfds_sources` calls) fails; here it reads the mock's examples one by one."""
   import tensorflow_datasets as tfds
-  from tensorflow_datasets.core.data_sources import base
+  try:  # TFDS 4.9.4 and later: the data sources' base class
+    from tensorflow_datasets.core.data_sources.base import BaseDataSource as source_class
+  except ImportError:  # TFDS 4.9.3, the floor: the ArrayRecord source alone
+    from tensorflow_datasets.core.data_sources.array_record import (
+      ArrayRecordDataSource as source_class,
+    )
   with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
-      base.BaseDataSource, '__getitems__', lambda self, keys: [self[k] for k in keys]):
+      source_class, '__getitems__', lambda self, keys: [self[k] for k in keys]):
     yield
