@@ -107,8 +107,8 @@ def main(argv=None) -> None:
   parser.add_argument('--no_aux', action='store_true',
                       help="TF-slim: leave the auxiliary head out even when the checkpoint has one")
   args = parser.parse_args(argv)
-  from inception_jax import runtime, workdir as wd
-  runtime.start()
+  from inception_jax import startup, workdir as wd
+  startup.start()
   with errors.reported():
     wd.check(args.output, '--output')
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')

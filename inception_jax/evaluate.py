@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 from absl import app, flags
 
-from inception_jax import errors, runtime, workdir as wd
+from inception_jax import errors, startup, workdir as wd
 from inception_jax.errors import ConfigError
 
 PROTOCOLS = (1, 10, 12, 144)
@@ -294,7 +294,7 @@ def table(records: list[dict[str, Any]]) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  runtime.start()
+  startup.start()
   import jax
 
   from inception_jax.data import crops

@@ -18,7 +18,7 @@ import traceback
 
 from absl import app, flags
 
-from inception_jax import config_flag, errors, runtime
+from inception_jax import config_flag, errors, startup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -43,7 +43,7 @@ def main(argv):
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   stopping.StopWatcher.exit_at_once = True
   try:
-    runtime.start()
+    startup.start()
     from inception_jax import train
     with errors.reported():
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

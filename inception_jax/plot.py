@@ -18,7 +18,7 @@ import io
 import os
 from typing import Any, Optional, Sequence
 
-from inception_jax import errors, runtime, workdir as wd
+from inception_jax import errors, startup, workdir as wd
 from inception_jax.errors import MissingError
 from inception_jax.models import diagnostics
 
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
   parser.add_argument('--metrics', help=f'comma-separated panels, of {", ".join(PANELS)} '
                       '(default: the first four, then the diagnostics the runs recorded)')
   args = parser.parse_args(argv)
-  runtime.start()
+  startup.start()
   extension = os.path.splitext(args.output)[1].lstrip('.').lower() or 'png'
   if extension not in FORMATS:
     parser.error(f'--output {args.output}: the formats are {", ".join(FORMATS)} (by extension).')

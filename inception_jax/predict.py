@@ -87,13 +87,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   args = parser.parse_args(argv)
-  from inception_jax import runtime, workdir as wd
-  runtime.start()
+  from inception_jax import startup, tf_import, workdir as wd
+  startup.start()
   with errors.reported():
     wd.check(args.checkpoint, '--checkpoint')
   if not wd.isdir(args.checkpoint):
     parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   with errors.reported():
     predictor = Predictor(args.checkpoint, args.model)
 

@@ -35,7 +35,7 @@ from typing import Iterator
 import urllib.parse
 import urllib.request
 
-from inception_jax import errors, runtime, workdir as wd
+from inception_jax import errors, startup, tf_import, workdir as wd
 from inception_jax.data.datasets import (
   ARRAY_RECORD,
   CIFAR10_FILE,
@@ -219,7 +219,7 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       check_manual_dir(name, manual_dir)
       if not manual_dir and DATASETS[name].url:
         check_online(DATASETS[name].url)
-      runtime.tensorflow()  # before TFDS imports it: keeps TensorFlow off the accelerators
+      tf_import.tensorflow()  # before TFDS imports it: keeps TensorFlow off the accelerators
       tfds.display_progress_bar(True)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
       dataset_dir = os.path.dirname(builder.data_dir)
@@ -268,7 +268,7 @@ def main(argv=None) -> None:
                            f'{IMAGENET_VAL}. cifar10 (optional, for machines without internet): '
                            f'the directory holding {CIFAR10_FILE}')
   args = parser.parse_args(argv)
-  runtime.start()
+  startup.start()
   # Absolute, unless URLs: the printed flags work from anywhere.
   data_dir = wd.absolute(args.data_dir)
   manual_dir = args.manual_dir and wd.absolute(args.manual_dir)

@@ -6,7 +6,7 @@ import sys
 
 from absl import app, flags
 
-from inception_jax import aot, config_flag, errors, runtime
+from inception_jax import aot, config_flag, errors, startup
 
 FLAGS = flags.FLAGS
 
@@ -26,7 +26,7 @@ def define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  runtime.start()
+  startup.start()
   say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():
     aot.prepare_environment(FLAGS.topology)
