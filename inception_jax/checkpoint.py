@@ -195,6 +195,7 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._finished()  # no save of this job is left in flight for the next Checkpointer to see
     self._manager.close()
 
 
