@@ -1,7 +1,9 @@
-"""Where a training run starts from: a workdir's own checkpoints, or pretrained variables.
+"""Where a training run starts: the checks before anything is computed (`check_start`) and the
+start itself (`choose_start`): the workdir's latest checkpoint (resuming), else
+`config.init_from` (pretrained or converted variables), else a fresh initialisation.
 
-Both are checked against the network the config builds before anything is restored, using the
-checkpoint's `ModelRecord` and the option kinds the models declare (`InceptionNetwork.
+Checkpoints are checked against the network the config builds before anything is restored, using
+the checkpoint's `ModelRecord` and the option kinds the models declare (`InceptionNetwork.
 structure_options` and friends): a mismatch stops with the flags to pass, checkpoints untouched.
 Pretrained variables are then merged into a freshly initialised network, which re-initialises
 the classifiers when the number of classes differs.
@@ -9,15 +11,91 @@ the classifiers when the number of classes differs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from absl import logging
 import flax
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, workdir as wd
+from inception_jax import checkpoint as ckpt, config_checks, faults, workdir as wd
 from inception_jax.errors import ConfigError, MissingError
+from inception_jax.job import Job
 from inception_jax.models import InceptionNetwork, stack_blocks, unstack_blocks
 from inception_jax.models.names import AUX_LOGITS
+from inception_jax.steps import (
+  TrainState,
+  checkpointed,
+  create_train_state,
+  init_variables,
+  with_diagnostics,
+)
+
+
+def check_start(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """The checks of a run's start, before the data is opened and anything compiled: the config's
+  fields and paths (`config_checks`), the workdir writable, and `config.init_from` where the run
+  does not resume. Returns the directories it made for the workdir (`faults.remove_empty` them
+  where the start fails later). The data is checked as its source opens, the room for a
+  checkpoint by `choose_start`, once the network's size is known."""
+  config_checks.validate(config)
+  config_checks.check_paths(config, workdir)
+  faults.set_current_workdir(workdir)
+  faults.quiet_library_faults()
+  # Writable: before the data and the compiles. A start that fails leaves no directory it made.
+  made = faults.missing_directories(workdir) if jax.process_count() == 1 else []
+  faults.check_workdir(workdir, tidy=jax.process_count() == 1)
+  try:
+    if config.init_from and wd.latest_step(workdir) is None:  # resuming ignores init_from
+      check_init_from_exists(config.init_from)
+  except BaseException:
+    faults.remove_empty(made)
+    raise
+  return made
+
+
+def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str
+                 ) -> tuple[int, TrainState, str]:
+  """(step, state, line) to train `job` from: the workdir's latest checkpoint, else
+  `config.init_from`, else a fresh initialisation; `line` says which ('' for a fresh start).
+  Records the network in the workdir's model.json."""
+  config = job.config
+  record = ckpt.ModelRecord.for_training(config, job.source)
+  if checkpointer.latest_step() is not None:
+    check_resumable(workdir, ckpt.ModelRecord.read(workdir, step_dirs=False), config.model.name,
+                    job.model, dataset_description(config))
+  if jax.process_count() > 1:  # every process has read the old record before it is replaced
+    multihost_utils.sync_global_devices('model_info_read')
+  if jax.process_index() == 0:
+    record.write(workdir)
+  abstract = checkpointed(job.abstract_state())
+  if jax.process_index() == 0:  # room for a checkpoint, before anything is compiled
+    faults.check_room(workdir, sum(a.size * a.dtype.itemsize
+                                   for a in jax.tree_util.tree_leaves(abstract)))
+  restored = checkpointer.restore_latest(abstract)
+  if restored is not None:
+    step, state, data_state = restored
+    state = jax.jit(with_diagnostics, static_argnums=1, out_shardings=job.replicated,
+                    donate_argnums=0)(state, job.diagnostics)
+    expected = job.source.position(step)
+    if data_state != expected:
+      logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
+                      'the input stream continues from step %d.', data_state, expected, step)
+    parts = [f'Resuming from {checkpointer.directory}/{step}']
+  elif config.init_from:
+    step, (state, parts) = 0, pretrained_state(job, config.init_from)
+  else:
+    return 0, job.initial_state(), ''
+  return step, state, '; '.join(p for p in parts if p) + '.'
+
+
+def dataset_description(config: ml_collections.ConfigDict) -> str:
+  dataset = config.dataset
+  background = ', background_class=True' if dataset.background_class else ''
+  return f'config.dataset.name={dataset.name}{background}'
 
 
 def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
@@ -110,10 +188,24 @@ def merge_pretrained(variables: Any, loaded: Any,
   return merged, sorted(fresh)
 
 
-def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> tuple[Any, str]:
+def pretrained_state(job: Job, path: str) -> tuple[TrainState, list[str]]:
+  """The train state of `job` starting from the variables at `path` (checked first), and the
+  parts of a line saying what was loaded and what starts fresh (`pretrained_variables`)."""
+  check_pretrained(path, job.config.model.name, job.model)  # before compiling
+  # Merged on the host (every process computes the same values), then replicated by the jit.
+  fresh = jax.device_get(jax.jit(
+      lambda: init_variables(job.model, job.source.image_shape, job.config.seed))())
+  variables, parts = pretrained_variables(path, job.model, fresh)
+  return jax.jit(functools.partial(create_train_state, tx=job.tx,
+                                   diagnostic_metrics=job.diagnostics),
+                 out_shardings=job.replicated)(variables), parts
+
+
+def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any
+                         ) -> tuple[Any, list[str]]:
   """The variables of `path` (a converted checkpoint or a workdir, checked by `check_pretrained`)
-  merged into `fresh`, the initialised variables of `network`, and a line saying what was loaded
-  and what starts fresh."""
+  merged into `fresh`, the initialised variables of `network`, and the parts of a line saying what
+  was loaded and what starts fresh ('; '-joined)."""
   loaded = ckpt.load_variables(path)
   variables, fresh_scopes = merge_pretrained(fresh, loaded, network)
   notes = [f'{AUX_LOGITS} new (the checkpoint has no aux head)' if scope == AUX_LOGITS
@@ -126,5 +218,5 @@ def pretrained_variables(path: str, network: InceptionNetwork, fresh: Any) -> tu
       if not any(name.startswith(scope + '/') for scope in fresh_scopes))
   record = ckpt.ModelRecord.read(path)
   what = f'{record.model}, {record.source}' if record else 'no model.json'
-  summary = f'Starting from {path} ({what}): {taken:,} pretrained parameters loaded'
-  return variables, '; '.join([summary, *notes]) + '.'
+  return variables, [f'Starting from {path} ({what}): {taken:,} pretrained parameters loaded',
+                     *notes]

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, restore, steps, train
+from inception_jax import checkpoint as ckpt, start, steps, train
 from inception_jax.models import create, unstack_blocks
 
 from train_utils import STEPS, assert_trees_equal, final_variables, losses, tiny_config
@@ -28,13 +28,13 @@ def test_merge_reinitialises_a_classifier_of_another_width(straight):
   network = tiny_network(num_classes=3, scan_blocks=True)
   fresh = initialised(network)
   loaded = final_variables(straight)
-  merged, reinitialised = restore.merge_pretrained(fresh, loaded, network)
+  merged, reinitialised = start.merge_pretrained(fresh, loaded, network)
   assert reinitialised == ['Logits']
   np.testing.assert_array_equal(merged['params']['Logits']['kernel'],
                                 fresh['params']['Logits']['kernel'])
   np.testing.assert_array_equal(merged['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'],
                                 loaded['params']['Mixed_5b']['Branch_0']['Conv2d_1x1']['kernel'])
-  same, reinitialised = restore.merge_pretrained(
+  same, reinitialised = start.merge_pretrained(
       initialised(tiny_network(scan_blocks=True)), loaded,
       tiny_network(scan_blocks=True))
   assert reinitialised == []
@@ -42,7 +42,7 @@ def test_merge_reinitialises_a_classifier_of_another_width(straight):
 
   wider = tiny_network(depth_multiplier=0.25)
   with pytest.raises(ValueError) as error:
-    restore.merge_pretrained(initialised(wider), loaded, wider)
+    start.merge_pretrained(initialised(wider), loaded, wider)
   lines = str(error.value).splitlines()  # a handful of the problems, the weights first
   assert len(lines) == 7 and re.fullmatch(r'  \.\.\. and \d+ more', lines[-1])
   assert all(re.fullmatch(r'  shape mismatch: params/\S+ expects \(.*\), found \(.*\)', line)
@@ -54,9 +54,9 @@ def test_merge_converts_between_scanned_and_unrolled_blocks():
   unrolled = tiny_network(repeats=(1, 2, 1))
   source = initialised(scanned)
   assert 'block17_1+block17_2' in source['params']['Repeat_1']
-  merged, _ = restore.merge_pretrained(initialised(unrolled), source, unrolled)
+  merged, _ = start.merge_pretrained(initialised(unrolled), source, unrolled)
   assert_trees_equal(merged, unstack_blocks(source))
-  back, _ = restore.merge_pretrained(initialised(scanned), merged, scanned)
+  back, _ = start.merge_pretrained(initialised(scanned), merged, scanned)
   assert_trees_equal(back, source)
 
 
@@ -65,19 +65,20 @@ def test_merge_into_scanned_blocks_adds_an_aux_head_and_names_leftovers():
   loaded = initialised(source)
   scanned_aux = tiny_network(repeats=(1, 2, 1), scan_blocks=True, aux_logits=True)
   fresh = initialised(scanned_aux)
-  merged, _ = restore.merge_pretrained(fresh, loaded, scanned_aux)
+  merged, _ = start.merge_pretrained(fresh, loaded, scanned_aux)
   assert_trees_equal(merged['params']['AuxLogits'], fresh['params']['AuxLogits'])
   assert_trees_equal(unstack_blocks(merged)['params']['Repeat_1'], loaded['params']['Repeat_1'])
   extra = {**loaded, 'params': {**loaded['params'], 'Extra': {'kernel': np.zeros(3)}}}
   with pytest.raises(ValueError, match='not used by the model: params/Extra/kernel'):
-    restore.merge_pretrained(fresh, extra, scanned_aux)
+    start.merge_pretrained(fresh, extra, scanned_aux)
 
 
 def test_init_from_starts_training_from_the_checkpoint(straight, tmp_path, capsys):
   config = tiny_config(num_train_steps=1, init_from=straight)
   config.ema_decay = 0.0
   with train.Trainer(config, str(tmp_path)) as trainer:
-    state = trainer.pretrained_state(straight)
+    step, state = trainer.start()
+  assert step == 0
   assert_trees_equal(jax.device_get(state.params), final_variables(straight)['params'])
   count = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   assert (f'Starting from {straight} (inception_resnet_v2, trained on digits): {count:,} '
@@ -88,7 +89,7 @@ def test_init_from_says_what_starts_fresh(straight, tmp_path, capsys, caplog):
   config = tiny_config(num_train_steps=1, init_from=straight,
                        **{'dataset.name': 'synthetic', 'model.aux_logits': True})
   with train.Trainer(config, str(tmp_path)) as trainer:
-    trainer.pretrained_state(straight)
+    trainer.start()
   assert ('Logits re-initialised (1000 classes); AuxLogits new (the checkpoint has no aux '
           'head).') in capsys.readouterr().out
   assert 'Metadata file' not in caplog.text  # Orbax's warning about a workdir's state item
@@ -104,15 +105,15 @@ def test_init_from_names_the_options_a_converted_checkpoint_needs(tmp_path):
   with pytest.raises(ValueError, match=r'set --config.model.bn_scale=True '
                      r'--config.model.depth_multiplier=1.0 --config.model.avg_pool_include_pad=True'
                      r'\.$'):
-    restore.check_pretrained(converted, 'inception_resnet_v2', network)
+    start.check_pretrained(converted, 'inception_resnet_v2', network)
   # What fine-tuning adapts to may differ: classes, aux head, block layout, the small-image stem.
-  restore.check_pretrained(converted, 'inception_resnet_v2', create(
+  start.check_pretrained(converted, 'inception_resnet_v2', create(
       'inception_resnet_v2', num_classes=3, bn_scale=True, avg_pool_include_pad=True,
       small_inputs=True, scan_blocks=True))
   ckpt.ModelRecord('inception_v4', {}).write(converted)
   with pytest.raises(ValueError, match='holds inception_v4 weights, but config.model.name is '
                      'inception_resnet_v2'):
-    restore.check_pretrained(converted, 'inception_resnet_v2', network)
+    start.check_pretrained(converted, 'inception_resnet_v2', network)
 
 
 def test_resume_with_another_network_names_the_flags_and_keeps_the_checkpoints(straight,
@@ -136,3 +137,4 @@ def test_resume_with_another_network_names_the_flags_and_keeps_the_checkpoints(s
   logged = losses(workdir)
   assert logged[:-1] == losses(straight) and logged[-1][0] == STEPS + 2
   assert str(STEPS + 2) in os.listdir(os.path.join(workdir, 'checkpoints'))
+
