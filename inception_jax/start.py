@@ -1,6 +1,7 @@
-"""Where a training run starts: the checks before anything is computed (`check_start`) and the
-start itself (`choose_start`): the workdir's latest checkpoint (resuming), else
-`config.init_from` (pretrained or converted variables), else a fresh initialisation.
+"""Where a training run starts: the checks before anything is computed (`check_start`), the model
+options a run takes from the record of where it starts (`recorded_options`), and the start itself
+(`choose_start`): the workdir's latest checkpoint (resuming), else `config.init_from` (pretrained
+or converted variables), else a fresh initialisation.
 
 Checkpoints are checked against the network the config builds before anything is restored, using
 the checkpoint's `ModelRecord` and the option kinds the models declare (`InceptionNetwork.
@@ -24,7 +25,7 @@ import numpy as np
 from inception_jax import checkpoint as ckpt, config_checks, faults, workdir as wd
 from inception_jax.errors import ConfigError, MissingError
 from inception_jax.job import Job
-from inception_jax.models import InceptionNetwork, stack_blocks, unstack_blocks
+from inception_jax.models import InceptionNetwork, model_class, stack_blocks, unstack_blocks
 from inception_jax.models.names import AUX_LOGITS
 from inception_jax.steps import (
   TrainState,
@@ -57,11 +58,39 @@ def check_start(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   return made
 
 
-def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str
+def recorded_options(config: ml_collections.ConfigDict, workdir: str
+                     ) -> tuple[ml_collections.ConfigDict, str]:
+  """`config` with the model options that it leaves unset (None) and that its variables depend on
+  taken from the record of where the run starts: the workdir's when it resumes, else
+  `config.init_from`'s (such as bn_scale=True of weights converted from timm); and, from
+  `init_from`, a note naming those that differ from the network's defaults ('' if none: resuming,
+  the run goes on as it started). Options the config sets are checked against the record as the
+  run starts (`check_resumable`, `check_pretrained`)."""
+  resuming = wd.latest_step(workdir) is not None
+  path = workdir if resuming else config.init_from
+  record = ckpt.ModelRecord.read(path, step_dirs=not resuming) if path else None
+  if record is None or record.model != config.model.name:
+    return config, ''
+  cls = model_class(config.model.name)
+  taken = {k: tuple(v) if isinstance(v, list) else v for k, v in record.options.items()
+           if k in (*cls.structure_options, *cls.numeric_options)
+           and k not in cls.adaptable_options and v is not None and config.model.get(k) is None}
+  if not taken:
+    return config, ''
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for key, value in taken.items():
+      config.model[key] = value
+  shown = [f'{k}={v}' for k, v in taken.items() if v != getattr(cls, k)]
+  return config, f'{", ".join(shown)} taken from its record' if shown and not resuming else ''
+
+
+def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str, taken: str = ''
                  ) -> tuple[int, TrainState, str]:
   """(step, state, line) to train `job` from: the workdir's latest checkpoint, else
-  `config.init_from`, else a fresh initialisation; `line` says which ('' for a fresh start).
-  Records the network in the workdir's model.json."""
+  `config.init_from`, else a fresh initialisation; `line` says which ('' for a fresh start), with
+  the options `taken` from init_from's record (`recorded_options`). Records the network in the
+  workdir's model.json."""
   config = job.config
   record = ckpt.ModelRecord.for_training(config, job.source)
   if checkpointer.latest_step() is not None:
@@ -87,6 +116,7 @@ def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str
     parts = [f'Resuming from {checkpointer.directory}/{step}']
   elif config.init_from:
     step, (state, parts) = 0, pretrained_state(job, config.init_from)
+    parts.insert(1, taken)
   else:
     return 0, job.initial_state(), ''
   return step, state, '; '.join(p for p in parts if p) + '.'

@@ -48,6 +48,7 @@ class Trainer:
     # One job per workdir: a second one stops here, naming the first (held until __exit__).
     self.lease = lease.for_job(workdir, jax.process_index(), jax.process_count())
     try:
+      config, self.taken = starting.recorded_options(config, workdir)
       self.config = config
       self.job = Job(config, create_source(
           config.dataset, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
@@ -93,7 +94,8 @@ class Trainer:
 
   def start(self) -> tuple[int, TrainState]:
     """(step, state) to train from (`start.choose_start`), saying where it starts from."""
-    step, state, line = starting.choose_start(self.job, self.checkpointer, self.workdir)
+    step, state, line = starting.choose_start(self.job, self.checkpointer, self.workdir,
+                                              self.taken)
     if line:
       self.writer.say(line)
     # Log entries past the starting step came from a run that died before checkpointing them.

@@ -138,3 +138,52 @@ def test_resume_with_another_network_names_the_flags_and_keeps_the_checkpoints(s
   assert logged[:-1] == losses(straight) and logged[-1][0] == STEPS + 2
   assert str(STEPS + 2) in os.listdir(os.path.join(workdir, 'checkpoints'))
 
+
+def write_timm_like(path):
+  """A checkpoint as `convert --source=timm` writes one (BatchNorm learns gamma: bn_scale=True,
+  1,000 classes, blocks unrolled), of the tiny config's network."""
+  options = {'num_classes': 1000, 'aux_logits': False, 'bn_scale': True, 'depth_multiplier': 0.125,
+             'repeats': (1, 1, 1)}
+  variables = jax.device_get(initialised(tiny_network(**options)))
+  ckpt.save_variables(path, variables, ckpt.ModelRecord.for_conversion(
+      'inception_resnet_v2', options, 'timm', 'model.safetensors'))
+
+
+def test_recorded_options_fill_what_the_config_leaves_unset(tmp_path):
+  converted = str(tmp_path / 'timm')
+  ckpt.ModelRecord.for_conversion('inception_resnet_v2', {
+      'num_classes': 1000, 'bn_scale': True, 'avg_pool_include_pad': False, 'bn_epsilon': 1e-5,
+      'repeats': [1, 1, 1]}, 'timm', 'model.safetensors').write(converted)
+  config = tiny_config(init_from=converted, **{'model.repeats': None})
+  taken, note = start.recorded_options(config, str(tmp_path / 'work'))
+  assert (taken.model.bn_scale, taken.model.avg_pool_include_pad) == (True, False)
+  assert taken.model.repeats == (1, 1, 1) and taken.model.bn_epsilon == 1e-5
+  assert note == 'bn_epsilon=1e-05, bn_scale=True, repeats=(1, 1, 1) taken from its record'
+  assert config.model.bn_scale is None  # the caller's config is left as it was
+  # What the config sets stays (checked against the record later); unset and unrecorded: None,
+  # which builds the network's default (bn_scale=False: fresh runs as before).
+  explicit = tiny_config(init_from=converted, **{'model.bn_scale': False})
+  assert start.recorded_options(explicit, str(tmp_path / 'work'))[0].model.bn_scale is False
+  fresh = tiny_config()
+  assert start.recorded_options(fresh, str(tmp_path / 'work')) == (fresh, '')
+  assert steps.options_from_config(fresh, 10)['bn_scale'] is False
+
+
+def test_fine_tuning_timm_weights_takes_bn_scale_from_their_record(tmp_path, capsys):
+  converted, workdir = str(tmp_path / 'timm'), str(tmp_path / 'work')
+  write_timm_like(converted)
+  settings = dict(init_from=converted, num_train_steps=2, checkpoint_every_steps=2,
+                  eval_every_steps=2)
+  with pytest.raises(ValueError, match=r'set --config.model.bn_scale=True\.$'):
+    train.train_and_evaluate(tiny_config(**settings, **{'model.bn_scale': False}), workdir)
+  train.train_and_evaluate(tiny_config(**settings), workdir)  # no --config.model.bn_scale=True
+  out = capsys.readouterr().out
+  assert re.search(rf'Starting from {re.escape(converted)} \(inception_resnet_v2, timm:\S+\): '
+                   r'[\d,]+ pretrained parameters loaded; bn_scale=True taken from its record; '
+                   r'Logits re-initialised \(10 classes\)\.', out), out
+  assert ckpt.ModelRecord.read(workdir).options['bn_scale'] is True
+  assert 'scale' in final_variables(workdir)['params']['Conv2d_1a_3x3']['BatchNorm']
+
+  with pytest.raises(ValueError, match=r'resume with --config.model.bn_scale=True, or train in'):
+    train.train_and_evaluate(tiny_config(**{**settings, 'num_train_steps': 4},
+                                         **{'model.bn_scale': False}), workdir)
