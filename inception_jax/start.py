@@ -89,13 +89,14 @@ def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str, taken:
                  ) -> tuple[int, TrainState, str]:
   """(step, state, line) to train `job` from: the workdir's latest checkpoint, else
   `config.init_from`, else a fresh initialisation; `line` says which ('' for a fresh start), with
-  the options `taken` from init_from's record (`recorded_options`). Records the network in the
-  workdir's model.json."""
+  the options `taken` from init_from's record (`recorded_options`) or, resuming, those changed
+  since the workdir's record (old -> new). Records the network in the workdir's model.json."""
   config = job.config
   record = ckpt.ModelRecord.for_training(config, job.source)
+  old = None
   if checkpointer.latest_step() is not None:
-    check_resumable(workdir, ckpt.ModelRecord.read(workdir, step_dirs=False), config.model.name,
-                    job.model, dataset_description(config))
+    old = ckpt.ModelRecord.read(workdir, step_dirs=False)
+    check_resumable(workdir, old, config.model.name, job.model, dataset_description(config))
   if jax.process_count() > 1:  # every process has read the old record before it is replaced
     multihost_utils.sync_global_devices('model_info_read')
   if jax.process_index() == 0:
@@ -113,7 +114,9 @@ def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str, taken:
     if data_state != expected:
       logging.warning('The checkpoint\'s input position %s differs from %s (config changed?); '
                       'the input stream continues from step %d.', data_state, expected, step)
-    parts = [f'Resuming from {checkpointer.directory}/{step}']
+    changed = changed_options(old, record, job.model)
+    parts = [f'Resuming from {checkpointer.directory}/{step}',
+             changed and f'model options changed since its record: {changed}']
   elif config.init_from:
     step, (state, parts) = 0, pretrained_state(job, config.init_from)
     parts.insert(1, taken)
@@ -126,6 +129,17 @@ def dataset_description(config: ml_collections.ConfigDict) -> str:
   dataset = config.dataset
   background = ', background_class=True' if dataset.background_class else ''
   return f'config.dataset.name={dataset.name}{background}'
+
+
+def changed_options(old: ckpt.ModelRecord | None, new: ckpt.ModelRecord,
+                    network: InceptionNetwork) -> str:
+  """'dropout_keep 0.8 -> 0.5, ...': the options (but those of the variables' structure, which
+  `check_resumable` requires unchanged) in which `new` differs from `old` ('' if none)."""
+  if old is None:
+    return ''
+  before, after = old.resolved_options(), new.resolved_options()
+  return ', '.join(f'{k} {before[k]} -> {after[k]}' for k in after
+                   if k not in network.structure_options and before.get(k) != after[k])
 
 
 def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,

@@ -169,7 +169,17 @@ def test_recorded_options_fill_what_the_config_leaves_unset(tmp_path):
   assert steps.options_from_config(fresh, 10)['bn_scale'] is False
 
 
-def test_fine_tuning_timm_weights_takes_bn_scale_from_their_record(tmp_path, capsys):
+def test_changed_options_name_what_resuming_changes_but_the_structure():
+  old = ckpt.ModelRecord('inception_resnet_v2', {'dropout_keep': 0.8, 'num_classes': 10})
+  new = ckpt.ModelRecord('inception_resnet_v2', {'dropout_keep': 0.5, 'residual_scale': 0.2,
+                                                 'num_classes': 3, 'bn_scale': True})
+  assert start.changed_options(old, new, tiny_network()) == (
+      'dropout_keep 0.8 -> 0.5, residual_scale (0.17, 0.1, 0.2) -> 0.2')
+  assert start.changed_options(old, old, tiny_network()) == ''
+  assert start.changed_options(None, new, tiny_network()) == ''
+
+
+def test_fine_tuning_timm_weights_takes_bn_scale_and_resuming_names_changes(tmp_path, capsys):
   converted, workdir = str(tmp_path / 'timm'), str(tmp_path / 'work')
   write_timm_like(converted)
   settings = dict(init_from=converted, num_train_steps=2, checkpoint_every_steps=2,
@@ -184,6 +194,11 @@ def test_fine_tuning_timm_weights_takes_bn_scale_from_their_record(tmp_path, cap
   assert ckpt.ModelRecord.read(workdir).options['bn_scale'] is True
   assert 'scale' in final_variables(workdir)['params']['Conv2d_1a_3x3']['BatchNorm']
 
+  # Resuming, the run keeps its own bn_scale; a changed numeric option is named, old -> new.
+  train.train_and_evaluate(tiny_config(**{**settings, 'num_train_steps': 3},
+                                       **{'model.dropout_keep': 0.5}), workdir)
+  assert (f'Resuming from {workdir}/checkpoints/2; model options changed since its record: '
+          'dropout_keep 0.8 -> 0.5.') in capsys.readouterr().out
   with pytest.raises(ValueError, match=r'resume with --config.model.bn_scale=True, or train in'):
     train.train_and_evaluate(tiny_config(**{**settings, 'num_train_steps': 4},
                                          **{'model.bn_scale': False}), workdir)
