@@ -504,6 +504,7 @@ def test_pretrained_weights_commands_run(tmp_path):
   assert all(len(top) == 5 for top in classified.values())
   assert (f'Starting from {tmp_path}/irv2 (inception_resnet_v2, timm:{tmp_path}/model.safetensors)'
           in outputs[3]) and 'Logits re-initialised (2 classes).' in outputs[3]
+  assert 'bn_scale=True taken from its record' in outputs[3]  # timm's BatchNorm gamma, unasked
   assert [m['step'] for m in metrics(f'{tmp_path}/finetune') if 'eval_top1' in m] == [3]
   classified = top5(outputs[4])
   assert list(classified) == [f'{tmp_path}/my_photo.jpg']
