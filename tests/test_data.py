@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from inception_jax.data import create_source, preprocessing
 
-from train_utils import mocked_tfds, tiny_config, write_image_folder
+from train_utils import assert_near_chance_over, mocked_tfds, tiny_config, write_image_folder
 
 
 def dataset_config(name, image_size=75, **fields):
@@ -293,18 +293,6 @@ def test_jpeg_and_png_give_the_same_crop():
   jpg = preprocessing.train_image(jpeg, seed, 32).numpy().astype(int)
   assert png.shape == jpg.shape == (32, 32, 3)
   assert np.abs(png - jpg).mean() < 4  # same window, only JPEG's loss differs
-
-
-def assert_near_chance_over(result, examples, classes):
-  """A net trained for a step or two scores about chance, and its accuracies are counts over the
-  eval examples (masked padding and unreadable files left out) under both sets of parameters."""
-  for prefix in ('eval_', 'eval_raw_'):
-    assert abs(result[prefix + 'loss'] - np.log(classes)) < 0.5, result
-    for k in ('top1', 'top5'):
-      hits = result[prefix + k] * examples
-      assert abs(hits - round(hits)) < 1e-4, result
-    if classes <= 5:
-      assert result[prefix + 'top5'] == 1.0, result
 
 
 def test_trains_on_mock_imagenet(mock_tfds, tmp_path):
