@@ -1,8 +1,12 @@
-"""The benchmark scripts run on a tiny configuration and end with well-formed JSON (no timings are
+"""The benchmark scripts run on a tiny configuration and end with well-formed JSON whose figures
+agree with each other, with the printed report and with XLA's own FLOP count (no speed is
 asserted: speed belongs in benchmarks/, not in tests)."""
 
 import importlib.util
 import json
+import os
+import re
+import statistics
 import subprocess
 import sys
 
@@ -13,6 +17,11 @@ from train_utils import ROOT, environment
 MODEL = ['--model=inception_resnet_v2', '--depth_multiplier=0.125', '--repeats=1,1,1']
 TINY = [*MODEL, '--batch=2', '--image_size=75', '--runs=2', '--iters=1', '--warmup=1', '--json']
 KEYS = {'model', 'batch', 'image_size', 'dtype', 'compile_s', 'img_per_s'}
+
+
+def assert_median(value, runs, digits):
+  """`value` is the median of `runs`, each rounded to `digits` decimals as the record holds them."""
+  assert runs and value == pytest.approx(statistics.median(runs), abs=1.01 * 10 ** -digits)
 
 
 @pytest.mark.parametrize('script,step', [('train_step.py', 'train'), ('inference.py', 'inference')])
@@ -27,7 +36,23 @@ def test_benchmark_prints_json(script, step, tmp_path):
   assert tuple(record[k] for k in keys) == \
       ('inception_resnet_v2', step, 2, 75, 'float32')
   assert record['compile_s'] > 0 and record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 2
-  assert record['model_flops_per_image'] > 0 and 0 < record['mfu']
+  assert_median(record['img_per_s'], record['runs_img_per_s'], 2)
+  # Model FLOPs (2 a multiply-accumulate, 3 passes to train) against XLA's count of the compiled
+  # step, which adds BatchNorm, activations and the optimizer: a missing factor 2 or 3 fails.
+  model_flops = record['model_flops_per_image']
+  assert 0.8 < record['xla_flops_per_image'] / model_flops < 1.5, record
+  if step == 'train':
+    assert model_flops % 3 == 0
+  assert record['peak_tflops'] == 1.0
+  assert record['mfu'] == pytest.approx(model_flops * record['img_per_s'] / 1e12, abs=6e-5)
+  # The printed report says what the record says.
+  compile_s, img_per_s, runs = re.search(
+      r'compile ([\d.]+) s; ([\d.]+) img/s \(runs ([\d., ]+)\)', result.stdout).groups()
+  assert float(compile_s) == pytest.approx(record['compile_s'], abs=0.051)
+  assert float(img_per_s) == pytest.approx(record['img_per_s'], abs=0.051)
+  assert [float(r) for r in runs.split(', ')] == pytest.approx(record['runs_img_per_s'], abs=0.051)
+  mfu = re.search(r'MFU ([\d.]+)% of 1 TFLOP/s', result.stdout).group(1)
+  assert float(mfu) == pytest.approx(100 * record['mfu'], abs=0.051)
   assert 'ratio' not in record  # no --compare_timm
   if step == 'train':  # the job's step records the diagnostics; timed beside the step without
     assert record['diagnostics'] == ['dead_fraction', 'dead_channels', 'residual_ratio_35x35',
@@ -60,6 +85,9 @@ def test_compile_time_prints_json():
   assert (record['model'], record['image_size'], record['batch'], record['mode']) == \
       ('inception_resnet_v2', 75, 2, 'scan')
   assert record['compile_s'] > 0 and len(record['runs_s']) == 1
+  assert_median(record['compile_s'], record['runs_s'], 2)
+  assert re.search(rf'^scan +{record["compile_s"]:.1f}  {record["runs_s"][0]:.1f}$',
+                   result.stdout, re.MULTILINE), result.stdout
 
 
 def test_input_pipeline_benchmark_prints_json():
@@ -68,6 +96,10 @@ def test_input_pipeline_benchmark_prints_json():
                        capture_output=True, text=True, check=True).stdout
   result = json.loads(out.strip().splitlines()[-1])
   assert result['image_size'] == 64 and result['img_per_sec_per_core'] > 0
+  assert result['cores'] == len(os.sched_getaffinity(0))
+  assert_median(result['img_per_sec'], result['runs'], 1)
+  assert result['img_per_sec_per_core'] == pytest.approx(result['img_per_sec'] / result['cores'],
+                                                         abs=0.051)
 
 
 def test_evaluation_benchmark_prints_json_per_protocol():
@@ -82,6 +114,13 @@ def test_evaluation_benchmark_prints_json_per_protocol():
     assert record['img_per_s'] > 0 and len(record['runs_img_per_s']) == 1
     assert record['crops_per_s'] == pytest.approx(record['img_per_s'] * record['crops'], rel=1e-3)
     assert record['seconds_per_run'] > 0 and record['host_ms_per_image'] > 0
+    assert_median(record['img_per_s'], record['runs_img_per_s'], 3)
+    assert_median(record['seconds_per_run'], record['runs_s'], 2)
+    # The whole call (loading included): images / seconds; the overhead is its time beyond what
+    # the images take at the evaluator's own rate.
+    assert record['call_img_per_s'] == pytest.approx(2 / record['seconds_per_run'], rel=0.02)
+    assert record['overhead_s'] == pytest.approx(
+        record['seconds_per_run'] - 2 / record['img_per_s'], abs=0.011)
   assert records[0]['crop_ms_per_image'] is None and records[1]['crop_ms_per_image'] > 0
 
 
@@ -122,6 +161,8 @@ def test_init_time_prints_json_for_cold_and_warm_caches():
       'inception_resnet_v2', 75, 'jit+scan')
   assert record['cold_s'] > 0 and record['warm_s'] > 0
   assert len(record['runs_cold_s']) == len(record['runs_warm_s']) == 1
+  assert_median(record['cold_s'], record['runs_cold_s'], 2)
+  assert_median(record['warm_s'], record['runs_warm_s'], 2)
 
 
 def test_gpu_speed_variants_run_one_by_one_and_label_their_json(tmp_path):
@@ -159,5 +200,11 @@ def test_input_pipeline_benchmark_streams_prepared_data_from_disk_and_a_bucket(t
       (False, 'batched', None), (False, 'one_by_one', None), (True, 'batched', 0),
       (True, 'batched', 10), (True, 'one_by_one', 0), (True, 'one_by_one', 10)]
   assert all(s['img_per_sec'] > 0 for s in record['streams'])
+  for stream in record['streams']:
+    assert_median(stream['img_per_sec'], stream['runs'], 1)
+  local = {s['reader']: s['img_per_sec'] for s in record['streams'] if not s['bucket']}
+  for s in record['streams'][2:]:
+    assert record['bucket_over_local'][f'{s["reader"]}@{s["latency_ms"]:g}ms'] == pytest.approx(
+        s['img_per_sec'] / local[s['reader']], abs=6e-4)
   assert set(record['bucket_over_local']) == {'batched@0ms', 'batched@10ms', 'one_by_one@0ms',
                                               'one_by_one@10ms'}

@@ -110,6 +110,18 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
+def assert_near_chance_over(result, examples, classes):
+  """A net trained for a step or two scores about chance, and its accuracies are counts over the
+  eval examples (masked padding and unreadable files left out) under both sets of parameters."""
+  for prefix in ('eval_', 'eval_raw_'):
+    assert abs(result[prefix + 'loss'] - np.log(classes)) < 0.5, result
+    for k in ('top1', 'top5'):
+      hits = result[prefix + k] * examples
+      assert abs(hits - round(hits)) < 1e-4, result
+    if classes <= 5:
+      assert result[prefix + 'top5'] == 1.0, result
+
+
 def write_image_folder(root, corrupt=True):
   """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
   tf = tf_import.tensorflow()
