@@ -214,6 +214,9 @@ class ModelRecord:
     source: where the variables came from ('trained on digits', 'timm:/path/model.safetensors').
     data: a training workdir's data settings, which `evaluate` defaults to: {'name', 'data_dir',
       'eval_split'} of `config.dataset` (None where unset); None in older workdirs.
+    trainable_scopes: a training workdir's `config.trainable_scopes` (its patterns,
+      ','-joined), which a resume must keep: the optimizer's state depends on it. None (left out
+      of model.json): everything trains.
   """
   model: str
   options: dict[str, Any]
@@ -221,6 +224,7 @@ class ModelRecord:
   classes: Any = None
   source: str = ''
   data: Optional[dict[str, Any]] = None
+  trainable_scopes: Optional[str] = None
 
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
@@ -230,8 +234,10 @@ class ModelRecord:
     data_dir = config.dataset.get('data_dir') or None
     data = {'name': config.dataset.name, 'data_dir': data_dir and wd.absolute(data_dir),
             'eval_split': config.dataset.get('eval_split') or None}
+    from inception_jax.frozen import patterns
+    scopes = ','.join(patterns(config.get('trainable_scopes'))) or None
     return cls(config.model.name, options, source.image_shape[0], source.classes,
-               f'trained on {config.dataset.name}', data)
+               f'trained on {config.dataset.name}', data, scopes)
 
   @classmethod
   def for_conversion(cls, model: str, options: dict[str, Any], source: str,
@@ -246,8 +252,11 @@ class ModelRecord:
 
   def write(self, directory: str) -> None:
     wd.makedirs(directory)
+    fields = dataclasses.asdict(self)
+    if fields['trainable_scopes'] is None:  # the record of a run that trains everything, as before
+      del fields['trainable_scopes']
     wd.write_atomically(wd.join(directory, MODEL_INFO),
-                        json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+                        json.dumps(fields, indent=1, sort_keys=True))
 
   @classmethod
   def read(cls, path: str, step_dirs: bool = True) -> Optional['ModelRecord']:
