@@ -139,6 +139,18 @@ def test_frozen_variables_params_statistics_and_ema_stay_bit_identical(scopes):
   assert int(state.step) == 3 and np.isfinite(float(state.metric_sums['loss']))
 
 
+def test_frozen_bn_train_updates_the_frozen_statistics_only():
+  """`frozen_bn_train=True`: frozen BatchNorms normalise by batch statistics and update their
+  moving averages; frozen parameters and their EMA still stay as they were."""
+  config = tu.tiny_config(trainable_scopes=PROBE, frozen_bn_train=True)
+  model, tx, schedule, state, batches = setup(config)
+  mask = frozen.trainable_mask(PROBE, state.params)
+  _, before = split_state(state, mask)
+  _, after = split_state(jitted_step(config, model, tx, schedule)(state, batches[0]), mask)
+  changed = {k[0] for k, v in before.items() if v.tobytes() != after[k].tobytes()}
+  assert changed == {'batch_stats'}
+
+
 def reference_steps(config, model, state, batches, mask, train_mode):
   """An independent masked full fine-tune: gradients of every parameter (BatchNorm in training
   mode everywhere, or with `train_mode` False in inference mode everywhere), then the paper's
