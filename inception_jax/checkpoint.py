@@ -214,6 +214,9 @@ class ModelRecord:
     source: where the variables came from ('trained on digits', 'timm:/path/model.safetensors').
     data: a training workdir's data settings, which `evaluate` defaults to: {'name', 'data_dir',
       'eval_split'} of `config.dataset` (None where unset); None in older workdirs.
+    export: beside a model exported by `python -m inception_jax.export`: {'format', 'file',
+      'checkpoint', 'preprocessing', 'signatures', ...} (`inception_jax.export.record`); None
+      beside checkpoints.
   """
   model: str
   options: dict[str, Any]
@@ -221,6 +224,7 @@ class ModelRecord:
   classes: Any = None
   source: str = ''
   data: Optional[dict[str, Any]] = None
+  export: Optional[dict[str, Any]] = None
 
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
