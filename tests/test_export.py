@@ -6,9 +6,10 @@ chance and its top classes are not near-ties (a random or barely trained network
 rounding would flip them, and that would measure the ties, not the quantization). Float formats
 match JAX within 1e-4 of the largest logit; the int8 TFLite model agrees on the top-1 class of at
 least 99% of IMAGES digits. Tests that need a runtime of the `export` extra (LiteRT, onnxruntime)
-or jax2onnx skip without it.
+or jax2onnx skip without it; the SavedModel and StableHLO ones need only the base install.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,6 +28,10 @@ TRAINED_STEPS = 150
 IMAGES = 512
 TOLERANCE = 1e-4  # relative to the largest |logit|
 EXTRA = 'the export extra is not installed: pip install -e ".[export]"'
+# Skipped before their fixtures train and export anything.
+needs_litert = pytest.mark.skipif(importlib.util.find_spec('ai_edge_litert') is None, reason=EXTRA)
+needs_onnxruntime = pytest.mark.skipif(importlib.util.find_spec('onnxruntime') is None,
+                                       reason=EXTRA)
 # Run first in the subprocesses that load an export: this project cannot be imported there (an
 # editable install would otherwise reach it through site-packages).
 WITHOUT_PROJECT = textwrap.dedent('''\
@@ -176,8 +181,29 @@ def test_stablehlo_reloads_with_jax_alone(exported, reference, tmp_path):
   np.testing.assert_allclose(outputs['one'], outputs['logits'][:1], rtol=0, atol=1e-5)
 
 
+def test_lowered_for_several_platforms(trained, reference, tmp_path):
+  """--platforms=cpu,cuda,tpu: one program per platform in the StableHLO and the SavedModel; the
+  CPU one runs here."""
+  import jax
+  images, expected = reference
+  expected = {k: v[:8] for k, v in expected.items()}
+  platforms = ('cpu', 'cuda', 'tpu')
+  records = export.export(trained, str(tmp_path), ['stablehlo', 'savedmodel'],
+                          platforms=platforms)
+  assert [records[f].export['platforms'] for f in ('stablehlo', 'savedmodel')] == [
+      list(platforms)] * 2
+  with open(tmp_path / 'stablehlo' / 'model.stablehlo', 'rb') as f:
+    exported = jax.export.deserialize(f.read())
+  assert exported.platforms == platforms
+  assert_close(exported.call(images[:8]), expected)
+  tf = tf_import.tensorflow()
+  serve = tf.saved_model.load(str(tmp_path / 'savedmodel')).signatures['serving_default']
+  assert_close({k: v.numpy() for k, v in serve(images=images[:8]).items()}, expected)
+
+
+@needs_litert
 def test_tflite_runs_in_litert(exported, reference):
-  interpreter = pytest.importorskip('ai_edge_litert.interpreter', reason=EXTRA)
+  from ai_edge_litert import interpreter
   images, expected = reference
   path = os.path.join(exported, 'tflite', 'model.tflite')
   runner = interpreter.Interpreter(model_path=path).get_signature_runner()
@@ -187,8 +213,9 @@ def test_tflite_runs_in_litert(exported, reference):
                              atol=TOLERANCE * np.abs(expected['logits']).max())
 
 
+@needs_litert
 def test_tflite_int8_agrees_on_top1(exported, reference):
-  interpreter = pytest.importorskip('ai_edge_litert.interpreter', reason=EXTRA)
+  from ai_edge_litert import interpreter
   images, expected = reference
   int8 = os.path.join(exported, 'tflite_int8', 'model.tflite')
   outputs = interpreter.Interpreter(model_path=int8).get_signature_runner()(images=images)
@@ -197,11 +224,12 @@ def test_tflite_int8_agrees_on_top1(exported, reference):
   assert os.path.getsize(int8) < 0.5 * os.path.getsize(int8.replace('tflite_int8', 'tflite'))
 
 
-def test_onnx_runs_in_onnxruntime(exported, reference, formats):
-  onnxruntime = pytest.importorskip('onnxruntime', reason=EXTRA)
-  if 'onnx' not in formats:
-    pytest.skip('jax2onnx is not installed (the export extra leaves it out: see '
-                'inception_jax/export/onnx.py)')
+@needs_onnxruntime
+@pytest.mark.skipif(importlib.util.find_spec('jax2onnx') is None,
+                    reason='jax2onnx is not installed (the export extra leaves it out: see '
+                    'inception_jax/export/onnx.py)')
+def test_onnx_runs_in_onnxruntime(exported, reference):
+  import onnxruntime
   images, expected = reference
   session = onnxruntime.InferenceSession(os.path.join(exported, 'onnx', 'model.onnx'),
                                          providers=['CPUExecutionProvider'])
@@ -257,3 +285,21 @@ def test_errors_name_the_fix(trained, tmp_path, monkeypatch):
                      'jax2onnx'):
     export.check_installed(['onnx'])
   export.check_installed(['savedmodel', 'tflite', 'stablehlo'])  # nothing beyond the base install
+
+
+@needs_litert
+@needs_onnxruntime
+def test_benchmark_times_every_format(trained, formats, tmp_path):
+  """benchmarks/export.py on the tiny network: a row per format with its size and latencies."""
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/export.py', f'--checkpoint={trained}', '--batches=1,3',
+       '--runs=1', '--warmup=0', f'--output={tmp_path}', '--json'],
+      cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  timm = [r for r in rows if r['format'].startswith('timm')]
+  assert [r['format'] for r in rows if r not in timm] == ['jax (the network)', *formats]
+  for row in rows:
+    assert row['batch1_ms'] > 0 and row['batch3_ms'] > 0
+    assert (row['file_mb'] is None) == (row['format'] == 'jax (the network)')
+  assert timm or 'timm ONNX: skipped (' in result.stderr
