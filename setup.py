@@ -80,6 +80,12 @@ EXTRAS_REQUIRE = {
     'tpu': ['jax[tpu]'],
     # JAX's CUDA 12 plugin and NVIDIA's libraries from PyPI (Linux x86-64 and aarch64: GH200).
     'cuda12': ['jax[cuda12]'],
+    # python -m inception_jax.export: SavedModel, TFLite and StableHLO need only the base install
+    # (jax2tf, TensorFlow's converter, jax.export); these run and check them. LiteRT runs the
+    # TFLite models, onnx and onnxruntime the ONNX one. jax2onnx, which writes it, is left out: it
+    # pins orbax-checkpoint<0.11.37, which downgrades a newer one (inception_jax/export/onnx.py).
+    # All three have wheels for every platform tests/test_packaging.py checks.
+    'export': ['ai-edge-litert', 'onnx', 'onnxruntime'],
 }
 
 CLASSIFIERS = [

@@ -217,6 +217,9 @@ class ModelRecord:
     trainable_scopes: a training workdir's `config.trainable_scopes` (its patterns,
       ','-joined), which a resume must keep: the optimizer's state depends on it. None (left out
       of model.json): everything trains.
+    export: beside a model exported by `python -m inception_jax.export`: {'format', 'file',
+      'checkpoint', 'preprocessing', 'signatures', ...} (`inception_jax.export.record`); None
+      beside checkpoints.
   """
   model: str
   options: dict[str, Any]
@@ -225,6 +228,7 @@ class ModelRecord:
   source: str = ''
   data: Optional[dict[str, Any]] = None
   trainable_scopes: Optional[str] = None
+  export: Optional[dict[str, Any]] = None
 
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
@@ -253,8 +257,9 @@ class ModelRecord:
   def write(self, directory: str) -> None:
     wd.makedirs(directory)
     fields = dataclasses.asdict(self)
-    if fields['trainable_scopes'] is None:  # the record of a run that trains everything, as before
-      del fields['trainable_scopes']
+    for name in ('trainable_scopes', 'export'):  # fields added later: left out where unset, as before
+      if fields[name] is None:
+        del fields[name]
     wd.write_atomically(wd.join(directory, MODEL_INFO),
                         json.dumps(fields, indent=1, sort_keys=True))
 

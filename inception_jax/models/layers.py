@@ -122,7 +122,8 @@ class Ops:
     window, strides = (spec.window,) * 2, (spec.stride,) * 2
     padding = self.padding(spec.padding)
     if spec.op == 'max':
-      return nn.max_pool(x, window, strides, padding)
+      # Keywords: jax2onnx (inception_jax/export/onnx.py) patches max_pool with a keyword-only one.
+      return nn.max_pool(x, window_shape=window, strides=strides, padding=padding)
     summed = nn.pooling.pool(x, 0.0, lax.add, window, strides, padding)
     if self.avg_pool_include_pad or padding == 'VALID':
       return summed / math.prod(window)

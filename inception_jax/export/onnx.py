@@ -1,0 +1,67 @@
+"""An ONNX model, converted from the JAX function by jax2onnx; run it with onnxruntime:
+
+    import onnxruntime
+    session = onnxruntime.InferenceSession('model.onnx')
+    logits, probabilities = session.run(None, {'images': images})
+
+Why jax2onnx and not tf2onnx (from the SavedModel or the TFLite model): jax2tf saves the network
+as one `XlaCallModule` op (the only serialization jax 0.10 has), which tf2onnx 1.17 cannot convert,
+and the TFLite model holds `STABLEHLO_REDUCE_WINDOW` (the average pools), a TFLite builtin that
+tf2onnx 1.17 does not know. jax2onnx is not in the `export` extra: it pins
+orbax-checkpoint<0.11.37, and installing it beside this project's newer one downgrades it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from inception_jax import workdir as wd
+from inception_jax.errors import ConfigError, first_line
+from inception_jax.export import record as rec
+
+FILE = 'model.onnx'
+OPSET = 23
+INSTALL = ('pip install jax2onnx onnx onnxruntime (jax2onnx pins orbax-checkpoint<0.11.37: pip '
+           'downgrades it, which this project accepts; uv keeps the newer one with '
+           '--override, a file holding orbax-checkpoint==<version>)')
+
+
+def check_installed() -> None:
+  missing = [m for m in ('jax2onnx', 'onnx') if importlib.util.find_spec(m) is None]
+  if missing:
+    verb = 'are' if len(missing) > 1 else 'is'
+    raise ConfigError(f'--format=onnx needs {" and ".join(missing)}, which {verb} not installed '
+                      f'(the export extra leaves jax2onnx out): {INSTALL}.')
+
+
+def export(exportable: rec.Exportable, directory: str) -> rec.ModelRecord:
+  """Writes `directory/model.onnx` (inputs `images`, outputs `logits`, `probabilities`) and its
+  model.json; returns the record."""
+  check_installed()
+  import jax
+  import jax2onnx
+
+  logits = exportable.logits_fn()
+  size = exportable.image_size
+
+  def outputs(images):
+    x = logits(images)
+    return x, jax.nn.softmax(x, axis=-1)
+
+  try:
+    model = jax2onnx.to_onnx(outputs, [('N', size, size, 3)], model_name=exportable.record.model,
+                             opset=OPSET, input_names=['images'],
+                             output_names=['logits', 'probabilities'])
+  except NotImplementedError as e:  # a JAX primitive that jax2onnx has no plugin for
+    raise ConfigError(f'jax2onnx cannot convert {exportable.record.model}: {first_line(e)}; '
+                      'export another format (savedmodel, tflite, stablehlo), or try a newer '
+                      'jax2onnx.') from e
+  # jax2onnx declares some intermediate shapes in its own (NCHW) layout; onnxruntime infers
+  # them again from the graph, so the declarations go (onnxruntime warns of each otherwise).
+  del model.graph.value_info[:]
+  wd.makedirs(directory)
+  wd.write_atomically(wd.join(directory, FILE), model.SerializeToString())
+  return rec.write(exportable, directory, 'onnx', FILE, converter='jax2onnx', opset=OPSET,
+                   inputs={'images': 'float32 [N, S, S, 3]'},
+                   outputs={'logits': 'float32 [N, classes]',
+                            'probabilities': 'float32 [N, classes]'})
