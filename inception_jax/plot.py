@@ -20,7 +20,6 @@ from typing import Any, Optional, Sequence
 from absl import flags
 
 from inception_jax import cli, errors, runtime, workdir as wd
-from inception_jax.errors import MissingError
 from inception_jax.models import diagnostics
 
 _error = lambda v: 100 * (1 - v)
@@ -40,19 +39,6 @@ PANELS = {
 BASIC = ('eval_top1', 'eval_top5', 'loss', 'learning_rate')  # drawn by default, then diagnostics
 FORMATS = ('png', 'svg', 'pdf')
 DPI = 100
-
-
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The rows of `workdir`'s metrics.jsonl; an error naming the workdir when it has none."""
-  from inception_jax import metrics  # TensorBoard's writer, loaded when first needed
-  path = wd.join(workdir, wd.METRICS)
-  rows = metrics.read_rows(path)
-  if rows is None:
-    raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
-                       '`python -m inception_jax.main`).')
-  if not rows:
-    raise MissingError(f'{path} is empty: the run has not logged yet.')
-  return rows
 
 
 def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], str]:
@@ -75,6 +61,7 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   if unknown:
     raise errors.ConfigError(f'--metrics: unknown {", ".join(unknown)}; choose from '
                              f'{", ".join(PANELS)}.')
+  from inception_jax.metrics import read_metrics  # TensorBoard's writer, loaded when first needed
   runs = [read_metrics(w) for w in workdirs]
   if metrics is None:
     metrics = [*BASIC, *(k for k in PANELS if k not in BASIC

@@ -16,7 +16,6 @@ import os
 from typing import Any, Optional, Sequence
 
 from inception_jax.models import diagnostics
-from inception_jax.plot import read_metrics
 
 # A run counts as dead when half its pre-pool channels were zero for a whole batch, or nearly all
 # its pre-pool activations were zero (the paper: "only zeros").
@@ -33,6 +32,7 @@ class Run:
 
   @classmethod
   def read(cls, workdir: str, label: str) -> 'Run':
+    from inception_jax.metrics import read_metrics  # TensorBoard's writer, loaded when needed
     rows = read_metrics(workdir)
     return cls(label, [r for r in rows if 'eval_top1' in r], [r for r in rows if 'loss' in r])
 
