@@ -41,7 +41,7 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
       report = aot.find_max_batch(FLAGS.config, where, FLAGS.batch_step, progress=say)
     else:
       report = aot.compile_job(FLAGS.config, where)
-  print(json.dumps(report) if FLAGS.json else aot.describe(report), flush=True)
+  print(json.dumps(report) if FLAGS.json else aot.report_text(report), flush=True)
   sys.exit(0 if report['fits'] else 1)
 
 
