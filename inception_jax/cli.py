@@ -5,14 +5,15 @@ A command is a module (or a package's `__main__.py`) with
 - `define_flags(flag_values)`: its flags, with their help, defined on `flag_values` when the
   command runs and never on import: absl refuses a flag defined twice (two commands' `--model`,
   or a program that imports the module as a library and defines its own);
-- `main(argv, flag_values)`: the command, which reads its flags from `flag_values` and its
-  positional arguments (predict's images, plot's workdirs, prepare's dataset) from `argv[1:]`;
+- `main(argv, FLAGS)`: the command, which reads its flags from `FLAGS` (the values that
+  `define_flags` defined) and its positional arguments (predict's images, plot's workdirs,
+  prepare's dataset) from `argv[1:]`; a command without them calls `flags_only(argv)`;
 - at its end, `if __name__ == '__main__': cli.run(define_flags, main)`.
 
 `run` parses the command line with absl: `--flag=value` or `--flag value`, flags before or after
 the positional arguments, `--` before arguments that start with a dash. `--help` prints the
 module's docstring (its usage) and every flag of the command with its help, and exits with status
-0. A bad flag or a `errors.UserError` ends in a few lines on stderr and exit status 2 (a
+0. A bad flag or an `errors.UserError` ends in a few lines on stderr and exit status 2 (a
 `faults.Fault`, 75), without a traceback unless INCEPTION_JAX_TRACEBACK=1 (`errors.py`).
 
 `call(module, args)` runs a command in this process, on flags of its own (tests, notebooks).
@@ -41,6 +42,13 @@ def run(define_flags: DefineFlags, main: Main) -> None:
   `main`'s return value (None: 0)."""
   define_flags(flags.FLAGS)
   app.run(lambda argv: _main(main, argv, flags.FLAGS), flags_parser=errors.parse_flags)
+
+
+def flags_only(argv: Sequence[str]) -> None:
+  """For a command without positional arguments: an error naming those given."""
+  if len(argv) > 1:
+    raise errors.ConfigError(f'Unexpected arguments: {" ".join(argv[1:])} (the command takes flags '
+                             'only; --help lists them).')
 
 
 def call(command: ModuleType, args: Sequence[Any]) -> Any:

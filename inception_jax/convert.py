@@ -122,9 +122,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
-  if len(argv) > 1:
-    raise errors.ConfigError(f'Unexpected arguments: {" ".join(argv[1:])} (the command takes '
-                             'flags only).')
+  cli.flags_only(argv)
   args = Arguments(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.background,
                    FLAGS.no_aux)
   from inception_jax import runtime, workdir as wd

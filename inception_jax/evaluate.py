@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli, errors, runtime, workdir as wd
 from inception_jax.errors import ConfigError
@@ -300,8 +300,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.flags_only(argv)
   runtime.start()
   import jax
 

@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import cli, config_flag, errors, runtime
 
@@ -42,8 +42,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.flags_only(argv)
   from inception_jax import distributed, stopping, supervise
   if distributed.joins_others(FLAGS.coordinator_address) and supervise.wanted():
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))

@@ -4,7 +4,7 @@ environment JAX needs set first. Its usage (--help) is the package's docstring."
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from inception_jax import aot, cli, config_flag, errors, runtime
 
@@ -24,8 +24,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.flags_only(argv)
   runtime.start()
   say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():

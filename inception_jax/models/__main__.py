@@ -25,9 +25,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
-  if len(argv) > 1:
-    raise errors.ConfigError(f'Unexpected arguments: {" ".join(argv[1:])} (the command takes '
-                             'flags only).')
+  cli.flags_only(argv)
   try:
     rows = zoo(FLAGS.size, num_classes=FLAGS.num_classes, bn_scale=FLAGS.bn_scale,
                small_inputs=FLAGS.small_inputs)
