@@ -39,7 +39,7 @@ INSTALL_REQUIRES = [
     # epath (inception_jax.workdir, .checkpoint): 1.7 is the first whose Path.mkdir takes the
     # mode= that Orbax's saves pass (older ones raise NotImplementedError on a local workdir).
     'etils[epath]>=1.7',
-    'filelock',  # JAX's compilation cache needs it to bound its size (inception_jax.runtime)
+    'filelock',  # JAX's compilation cache needs it to bound its size (inception_jax.xla_setup)
     'flax>=0.10',  # flax.linen only
     'gcsfs',  # gs:// workdirs and data through etils.epath (inception_jax.workdir)
     'google-cloud-storage',  # the workdir's lease on gs:// (create-if-absent preconditions)
@@ -48,7 +48,7 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.8.4',
     # jax.distributed.initialize(heartbeat_timeout_seconds=) needs 0.7, jax.make_mesh(axis_types=)
     # 0.5.3; jaxlib 0.8.1 is the first whose XLA:CPU knows the YNNPACK fusion flag that
-    # inception_jax.runtime.CPU_FLAGS sets (older ones abort at start). jax pins its jaxlib.
+    # inception_jax.xla_setup.CPU_FLAGS sets (older ones abort at start). jax pins its jaxlib.
     'jax>=0.8.1',
     # ConfigDict, config_flags; 1.0 for DEFINE_config_file(sys_argv=), which tests/test_configs.py
     # uses (the package itself runs on 0.1.1).

@@ -18,7 +18,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 
-import harness  # puts the repository on sys.path and runs runtime.start() before JAX starts
+import harness  # puts the repository on sys.path and runs startup.start() before JAX starts
 
 
 def compile_seconds(args, scan: bool, remat: bool) -> float:

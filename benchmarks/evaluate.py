@@ -43,14 +43,14 @@ import input_pipeline  # the ImageNet-like JPEGs
 import jax
 import numpy as np
 
-from inception_jax import checkpoint as ckpt, evaluate, runtime, steps
+from inception_jax import checkpoint as ckpt, evaluate, steps, tf_import
 from inception_jax.data import crops
 from inception_jax.errors import ConfigError
 from inception_jax.models import create, model_class
 
-import harness  # puts the repository on sys.path and runs runtime.start() before JAX starts
+import harness  # puts the repository on sys.path and runs startup.start() before JAX starts
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 CLASSES = ['class0', 'class1']
 

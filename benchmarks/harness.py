@@ -25,9 +25,9 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE_CHOSEN = 'JAX_COMPILATION_CACHE_DIR' in os.environ  # before inception_jax sets its default
-from inception_jax import runtime  # noqa: E402
+from inception_jax import startup  # noqa: E402
 
-runtime.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
+startup.start()  # what the training job uses; INCEPTION_JAX_XLA_DEFAULTS=0 measures without
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

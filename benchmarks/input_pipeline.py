@@ -37,15 +37,15 @@ from typing import Iterator
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from inception_jax import runtime  # noqa: E402
+from inception_jax import startup  # noqa: E402
 
-runtime.start()  # the settings every program starts with
+startup.start()  # the settings every program starts with
 
-from inception_jax import imagenet, prepare, workdir  # noqa: E402
+from inception_jax import imagenet, prepare, tf_import, workdir  # noqa: E402
 from inception_jax.data import create_source, tfds_sources  # noqa: E402
 from inception_jax.data.encoded import EncodedSource  # noqa: E402
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 CLASSES = 10  # of the fake ImageNet (--make_data)
 BUCKET_DIR = 'gs://input-benchmark/data'  # where --emulate copies the data
 

@@ -42,8 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.scan_blocks = False
   config.model.remat = False  # recompute block activations in the backward pass to save memory
   config.model.aux_logits = False  # TF-slim's auxiliary head, weighted by aux_loss_weight
-  config.model.bn_scale = False  # learn BatchNorm gamma (TF-slim: no; timm weights: yes)
-  config.model.avg_pool_include_pad = False  # count padding in 3x3 avg pools (timm's v3 weights)
+  # Learn BatchNorm gamma (TF-slim: no; timm weights: yes), count padding in 3x3 avg pools (timm's
+  # v3 weights). None: as the checkpoint of config.init_from (or the resumed workdir) records,
+  # else False.
+  config.model.bn_scale = config_dict.placeholder(bool)
+  config.model.avg_pool_include_pad = config_dict.placeholder(bool)
   config.model.bn_momentum = 0.9997  # decay of BatchNorm's moving averages (TF-slim)
   config.model.bn_folded = False  # BatchNorm as one multiply-add per element (layers.py)
   config.model.dropout_keep = 0.8  # paper: keep probability 0.8 before the classifier

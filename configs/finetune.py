@@ -3,13 +3,14 @@
     python -m inception_jax.convert --source=timm --model=inception_resnet_v2 \
         --input=model.safetensors --output=/path/to/irv2_timm
     python -m inception_jax.main --config=configs/finetune.py:irv2 --workdir=/path/to/workdir \
-        --config.init_from=/path/to/irv2_timm --config.model.bn_scale=True \
-        --config.dataset.name=folder:/path/to/images
+        --config.init_from=/path/to/irv2_timm --config.dataset.name=folder:/path/to/images
 
 Arguments: iv3, iv4, irv1, irv2 (default), irv2_paper (configs/default.py's MODELS).
 `config.init_from` is required: a directory written by `python -m inception_jax.convert` or a
-training workdir. Weights converted from timm need `--config.model.bn_scale=True` (and timm's
-Inception-v3 `--config.model.avg_pool_include_pad=True`); the job names any option that differs.
+training workdir. Options the network's variables depend on and the config leaves unset, such as
+the `bn_scale=True` of weights converted from timm (and timm's Inception-v3
+`avg_pool_include_pad=True`), are taken from the checkpoint's model.json, as the job's first line
+says; an option set to another value stops the job, naming it.
 
 The recipe follows TF-slim's fine-tuning example (scripts/finetune_inception_v3_on_flowers.sh:
 RMSProp, batch 32, a fixed learning rate of 0.01 for the new classifier alone, then 0.0001 for all

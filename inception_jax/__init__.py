@@ -4,11 +4,11 @@ import importlib.util
 import os
 import sys
 
-from inception_jax import runtime
+from inception_jax import startup
 
 __version__ = '0.1.0'
 
-runtime.on_import()  # before JAX starts: see runtime's docstring
+startup.on_import()  # before JAX starts: see startup's docstring
 
 
 def _bind_configs() -> None:

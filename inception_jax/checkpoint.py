@@ -104,7 +104,6 @@ class Checkpointer:
     self.workdir = wd.absolute(workdir)
     self.directory = wd.checkpoints(workdir)
     self.keep = keep
-    self._saving: Optional[int] = None  # the step of the save in flight
     self._error: Optional[BaseException] = None  # a failed save `poll` saw, raised by save/wait
     self._manager = self._make_manager()
 
@@ -124,12 +123,11 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
     self._raise_error()
-    faults.note_saving(step)
+    faults.note_saving(step)  # named by a fault while Orbax waits for the previous save
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         **{DIGEST: ocp.args.JsonSave(digest(state))}), force=True)
-    self._finished()  # Orbax finishes a save before it starts the next
-    self._saving = step
+    self._finished(but_newest=True)  # Orbax finishes a save before it starts the next
 
   def wait(self) -> None:
     self._raise_error()
@@ -139,12 +137,13 @@ class Checkpointer:
   def poll(self) -> None:
     """Notes a save that finished in the background without waiting (so a fault's message names
     it); a failed one is raised by the next `save` or `wait`, as Orbax would."""
-    if self._saving is None or self._manager.is_saving_in_progress():
+    if (self._error is not None or not faults.saves_in_flight()
+        or self._manager.is_saving_in_progress()):
       return
     try:
       self._manager.check_for_errors()
     except Exception as e:  # pylint: disable=broad-except
-      self._error, self._saving = e, None
+      self._error = e
       return
     self._finished()
 
@@ -153,10 +152,13 @@ class Checkpointer:
     if error is not None:
       raise error
 
-  def _finished(self) -> None:
-    if self._saving is not None:
-      faults.note_saved(self._saving)
-    self._saving = None
+  def _finished(self, but_newest: bool = False) -> None:
+    """Notes the saves in flight as finished (`but_newest`: all but the one just started). The
+    record of the saves in flight is `faults`'s, which a fault's hint reads: one job, one
+    Checkpointer saving."""
+    steps = faults.saves_in_flight()[:-1] if but_newest else faults.saves_in_flight()
+    if steps:
+      faults.note_saved(max(steps))
 
   def restore_latest(self, abstract_state: Any) -> Optional[tuple[int, Any, dict]]:
     """(step, state, data_state) of the newest readable checkpoint, or None when there is none."""
@@ -193,6 +195,7 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._finished()  # no save of this job is left in flight for the next Checkpointer to see
     self._manager.close()
 
 

@@ -5,8 +5,8 @@ Each failure names the field to fix (`errors.ConfigError`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 from typing import Sequence
 
 import jax
@@ -55,11 +55,11 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
   if config.num_train_steps is None and config.num_epochs <= 0:
     raise ConfigError('Set config.num_train_steps or a positive config.num_epochs.')
-  for field, (interval, hint) in RANGES.items():
+  for field, interval in RANGES.items():
     value = _field(config, field)
-    if value is not None and not in_interval(value, interval):
+    if value is not None and value not in interval:
       raise ConfigError(f'config.{field}={value} must be in {interval}'
-                        + (f' ({hint}).' if hint else '.'))
+                        + (f' ({interval.hint}).' if interval.hint else '.'))
   scale = config.model.get('residual_scale')
   if scale is not None and any(s < 0 for s in np.ravel(np.asarray(scale, dtype=float))):
     raise ConfigError(f'config.model.residual_scale={scale} must not be negative (the paper '
@@ -87,43 +87,67 @@ def _field(config: ml_collections.ConfigDict, dotted: str):
   return node
 
 
-def _ranges(table: str) -> dict[str, tuple[str, str]]:
-  """{field: (interval, hint)} from lines 'field  interval  hint'."""
-  rows = [re.match(r'(\S+)\s+([(\[].*?[)\]])\s*(.*)', line) for line in table.strip().splitlines()]
-  return {row[1]: (row[2], row[3]) for row in rows}
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The interval of a field's sensible values, shown as '(0, 1]' (open '(' or closed '['), and
+  what to set (the hint of the error message)."""
+  low: float
+  high: float
+  low_open: bool = True
+  high_open: bool = True
+  hint: str = ''
+
+  def __contains__(self, value: float) -> bool:
+    above = value > self.low if self.low_open else value >= self.low
+    below = value < self.high if self.high_open else value <= self.high
+    return above and below
+
+  def __str__(self) -> str:
+    return (f'{"(" if self.low_open else "["}{self.low:g}, {self.high:g}'
+            f'{")" if self.high_open else "]"}')
 
 
-def in_interval(value: float, interval: str) -> bool:
-  """Whether `value` lies in `interval`, written '(0, 1]', '[0, inf)' and so on."""
-  low, high = (float(x) for x in interval[1:-1].split(','))
-  above = value > low if interval[0] == '(' else value >= low
-  below = value < high if interval[-1] == ')' else value <= high
-  return above and below
+def _positive(hint: str = '') -> Range:
+  return Range(0, math.inf, hint=hint)
+
+
+def _at_least(low: float, hint: str = '') -> Range:
+  return Range(low, math.inf, low_open=False, hint=hint)
+
+
+def _fraction(hint: str = '') -> Range:
+  """(0, 1]."""
+  return Range(0, 1, high_open=False, hint=hint)
+
+
+def _below_one(hint: str = '') -> Range:
+  """[0, 1)."""
+  return Range(0, 1, low_open=False, hint=hint)
 
 
 # Fields whose sensible values form an interval, and what to set (checked by `validate`).
-RANGES = _ranges("""
-learning_rate           (0, inf)  the paper: 0.045 at batch 256
-reference_batch_size    (0, inf)
-model.dropout_keep      (0, 1]    the keep probability; the paper: 0.8, 1 disables dropout
-model.depth_multiplier  (0, inf)  1.0: the paper's widths
-model.bn_momentum       [0, 1)    TF-slim: 0.9997
-lr_decay_rate           (0, 1]    the paper: 0.94
-lr_decay_epochs         (0, inf)  the paper: 2
-warmup_epochs           [0, inf)
-rmsprop_decay           [0, 1)    the paper: 0.9
-rmsprop_momentum        [0, 1)    TF-slim: 0.9
-rmsprop_epsilon         (0, inf)  the paper: 1.0
-grad_clip_norm          [0, inf)  0 disables clipping
-weight_decay            [0, inf)
-label_smoothing         [0, 1)    the Inception-v3 paper: 0.1
-aux_loss_weight         [0, inf)
-ema_decay               [0, 1)    0 evaluates the raw parameters
-keep_checkpoints        [1, inf)
-num_train_steps         [1, inf)  or unset it to train config.num_epochs
-dataset.min_crop_area   (0, 1]    a fraction of the image area
-dataset.max_image_pixels  (0, inf)  folder:PATH skips larger images; default 89,478,485
-""")
+RANGES = {
+  'learning_rate': _positive('the paper: 0.045 at batch 256'),
+  'reference_batch_size': _positive(),
+  'model.dropout_keep': _fraction('the keep probability; the paper: 0.8, 1 disables dropout'),
+  'model.depth_multiplier': _positive("1.0: the paper's widths"),
+  'model.bn_momentum': _below_one('TF-slim: 0.9997'),
+  'lr_decay_rate': _fraction('the paper: 0.94'),
+  'lr_decay_epochs': _positive('the paper: 2'),
+  'warmup_epochs': _at_least(0),
+  'rmsprop_decay': _below_one('the paper: 0.9'),
+  'rmsprop_momentum': _below_one('TF-slim: 0.9'),
+  'rmsprop_epsilon': _positive('the paper: 1.0'),
+  'grad_clip_norm': _at_least(0, '0 disables clipping'),
+  'weight_decay': _at_least(0),
+  'label_smoothing': _below_one('the Inception-v3 paper: 0.1'),
+  'aux_loss_weight': _at_least(0),
+  'ema_decay': _below_one('0 evaluates the raw parameters'),
+  'keep_checkpoints': _at_least(1),
+  'num_train_steps': _at_least(1, 'or unset it to train config.num_epochs'),
+  'dataset.min_crop_area': _fraction('a fraction of the image area'),
+  'dataset.max_image_pixels': _positive('folder:PATH skips larger images; default 89,478,485'),
+}
 
 
 def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
@@ -136,3 +160,8 @@ def intervals(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[s
       steps = max(1, round(config[f'{event}_every_epochs'] * steps_per_epoch))
     every[event] = int(steps)
   return every
+
+
+def due(step: int, every: int, last: int) -> bool:
+  """Whether an event that comes `every` steps comes at `step` (always at the `last` step)."""
+  return step % every == 0 or step == last

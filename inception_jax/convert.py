@@ -125,8 +125,8 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
   args = Arguments(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.background,
                    FLAGS.no_aux)
-  from inception_jax import runtime, workdir as wd
-  runtime.start()
+  from inception_jax import startup, workdir as wd
+  startup.start()
   wd.check(args.output, '--output')
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
   if not exists:

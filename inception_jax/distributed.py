@@ -12,7 +12,7 @@ from typing import Optional
 from absl import logging
 import jax
 
-from inception_jax import faults, progress, runtime
+from inception_jax import faults, progress, tpu_guard
 from inception_jax.errors import ConfigError, first_line
 
 PEER_TIMEOUT_S = 60.0  # how long a silent process counts as alive (main.py: --peer_timeout)
@@ -222,5 +222,5 @@ def _use_gloo_on_cpu() -> None:
 
 def on_tpu_vm() -> bool:
   """Whether this machine has TPU chips (a Cloud TPU VM): the test that also decides whether
-  libtpu starts (`runtime.tpu_present`)."""
-  return runtime.tpu_present()
+  libtpu starts (`tpu_guard.tpu_present`)."""
+  return tpu_guard.tpu_present()

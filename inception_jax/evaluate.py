@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 from absl import flags
 
-from inception_jax import cli, errors, runtime, workdir as wd
+from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.errors import ConfigError
 
 PROTOCOLS = (1, 10, 12, 144)
@@ -301,7 +301,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
-  runtime.start()
+  startup.start()
   import jax
 
   from inception_jax.data import crops

@@ -94,7 +94,9 @@ def failed_path(error: BaseException) -> Optional[str]:
 
 _WORKDIR: list[str] = []  # the running job's, for messages from threads (`current_workdir`)
 _SAVED: list[int] = []  # the newest checkpoint step the running job saw finished (`note_saved`)
-_PENDING: list[int] = []  # steps the running job started saving, not yet seen finished
+# Steps the running job started saving, not yet seen finished, oldest first: the one record of the
+# saves in flight, which `checkpoint.Checkpointer` keeps and reads (`saves_in_flight`).
+_PENDING: list[int] = []
 
 
 def set_current_workdir(workdir: str) -> None:
@@ -114,6 +116,11 @@ def note_saved(step: int) -> None:
 def note_saving(step: int) -> None:
   """Records that this job started saving checkpoint `step` (it may not finish)."""
   _PENDING.append(step)
+
+
+def saves_in_flight() -> list[int]:
+  """The steps this job started saving and has not seen finished, oldest first."""
+  return list(_PENDING)
 
 
 def resume_hint(workdir: str, hosts: bool = False, look: bool = True) -> str:

@@ -18,7 +18,7 @@ import traceback
 
 from absl import flags
 
-from inception_jax import cli, config_flag, errors, runtime
+from inception_jax import cli, config_flag, errors, startup
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -48,7 +48,7 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   stopping.StopWatcher.exit_at_once = True
   try:
-    runtime.start()
+    startup.start()
     from inception_jax import train
     with errors.reported():
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

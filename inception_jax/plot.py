@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 from absl import flags
 
-from inception_jax import cli, errors, runtime, workdir as wd
+from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.models import diagnostics
 
 _error = lambda v: 100 * (1 - v)
@@ -163,7 +163,7 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
   if not workdirs:
     raise errors.ConfigError('Name the training workdirs after the flags: python -m '
                              'inception_jax.plot WORKDIR [WORKDIR ...] --output=curves.png.')
-  runtime.start()
+  startup.start()
   extension = os.path.splitext(FLAGS.output)[1].lstrip('.').lower() or 'png'
   if extension not in FORMATS:
     raise errors.ConfigError(f'--output {FLAGS.output}: the formats are {", ".join(FORMATS)} (by '

@@ -95,12 +95,12 @@ def main(argv: Sequence[str], FLAGS: flags.FlagValues) -> int:
   if not paths:
     raise ConfigError('Name the images to classify after the flags: python -m '
                       'inception_jax.predict --checkpoint=DIR IMAGE [IMAGE ...].')
-  from inception_jax import runtime, workdir as wd
-  runtime.start()
+  from inception_jax import startup, tf_import, workdir as wd
+  startup.start()
   wd.check(FLAGS.checkpoint, '--checkpoint')
   if not wd.isdir(FLAGS.checkpoint):
     raise ConfigError(f'--checkpoint {FLAGS.checkpoint} is not a directory.')
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   predictor = Predictor(FLAGS.checkpoint, FLAGS.model)
 
   failed = 0

@@ -36,7 +36,7 @@ import urllib.request
 
 from absl import flags
 
-from inception_jax import cli, errors, runtime, workdir as wd
+from inception_jax import cli, errors, startup, tf_import, workdir as wd
 from inception_jax.data.datasets import (
   ARRAY_RECORD,
   CIFAR10_FILE,
@@ -220,7 +220,7 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
       check_manual_dir(name, manual_dir)
       if not manual_dir and DATASETS[name].url:
         check_online(DATASETS[name].url)
-      runtime.tensorflow()  # before TFDS imports it: keeps TensorFlow off the accelerators
+      tf_import.tensorflow()  # before TFDS imports it: keeps TensorFlow off the accelerators
       tfds.display_progress_bar(True)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
       dataset_dir = os.path.dirname(builder.data_dir)
@@ -275,7 +275,7 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
     raise errors.ConfigError(f'{argv[1]!r} is not a dataset to prepare: choose one of '
                              f'{", ".join(DATASETS)}.')
   dataset = argv[1]
-  runtime.start()
+  startup.start()
   # Absolute, unless URLs: the printed flags work from anywhere.
   data_dir = wd.absolute(FLAGS.data_dir)
   manual_dir = FLAGS.manual_dir and wd.absolute(FLAGS.manual_dir)

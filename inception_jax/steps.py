@@ -74,9 +74,18 @@ def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
   return (images.astype(dtype) / 127.5 - 1.0).astype(dtype)
 
 
+# Model options whose config fields default to None: a run takes them from the record of the
+# checkpoint it starts from (`start.recorded_options`, e.g. bn_scale=True of timm's weights), else
+# the network's default.
+FROM_RECORD = ('bn_scale', 'avg_pool_include_pad')
+
+
 def options_from_config(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
   """The `create(config.model.name, ...)` options that `config.model` asks for."""
   options = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  for field in FROM_RECORD:  # unset where no record gave them (start.py): the network's default
+    if field in config.model and field not in options:
+      options[field] = getattr(model_class(config.model.name), field)
   for field in ('residual_scale', 'learn_residual_scale'):
     if field in options and not hasattr(model_class(config.model.name), 'scales'):
       raise ConfigError(f'config.model.{field} applies to Inception-ResNet models only, not '

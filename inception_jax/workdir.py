@@ -13,9 +13,9 @@ Layout of a training workdir:
 
 Storage: `etils.epath`, the layer that Orbax and TFDS use as well, so one setting reaches all of
 them. For object stores (gs://, s3://, ...) it goes through fsspec (gcsfs for gs://), not through
-TensorFlow's gfile: `inception_jax.runtime` sets `EPATH_USE_TF=false` at import (a value set in the
-environment wins). fsspec honours `STORAGE_EMULATOR_HOST`, TensorStore (Orbax's arrays)
-`TENSORSTORE_GCS_HTTP_URL`, and ArrayRecord (TFDS's prepared data)
+TensorFlow's gfile: `import inception_jax` sets `EPATH_USE_TF=false` (`inception_jax.tf_import`; a
+value set in the environment wins). fsspec honours `STORAGE_EMULATOR_HOST`, TensorStore (Orbax's
+arrays) `TENSORSTORE_GCS_HTTP_URL`, and ArrayRecord (TFDS's prepared data)
 `CLOUD_STORAGE_EMULATOR_ENDPOINT`: `use_emulator(url)` sets all three, so a GCS API server on
 127.0.0.1 (fake-gcs-server) stands in for Cloud Storage in the tests.
 """

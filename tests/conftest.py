@@ -11,9 +11,9 @@ CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 # The tests reach no real bucket: gcsfs's probe of a bucket's type (a gRPC call to Google's control
 # plane, retried for about 40 s against an emulator) is off. Read when gcsfs is imported.
 os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
-from inception_jax import runtime  # noqa: E402
+from inception_jax import startup  # noqa: E402
 
-runtime.start()  # the programs' own settings, before JAX starts
+startup.start()  # the programs' own settings, before JAX starts
 # Most tests train tiny networks for a few steps, where compiling costs more than running: without
 # XLA's optimisations the suite ran 1.2x faster (BENCHMARKS.md). Subprocesses inherit the setting,
 # so a run in a subprocess and its in-process twin compute the same numbers. Tests of real work,

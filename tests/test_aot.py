@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import aot, train
+from inception_jax import aot, job as training_job, train
 from inception_jax.data import create_source
 from inception_jax.errors import ConfigError, UserError
 
@@ -120,8 +120,8 @@ def test_cpu_devices_report_memory_and_no_estimate():
   assert report['fits'] and report['memory_kind'].startswith('host memory')
   check_memory(report)
   # Arguments: the state (replicated) and this chip's slice of the batch, as the job passes them.
-  job = train.Job(config, create_source(config.dataset, batch_size=16, eval_batch_size=16,
-                                        seed=0))
+  job = training_job.Job(config, create_source(config.dataset, batch_size=16, eval_batch_size=16,
+                                               seed=0))
   state_bytes = sum(a.size * a.dtype.itemsize
                     for a in jax.tree_util.tree_leaves(job.abstract_state()))
   assert report['train']['argument_bytes'] == pytest.approx(

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, cli, convert, plot, predict, runtime, workdir
+from inception_jax import checkpoint as ckpt, cli, convert, plot, predict, tf_import, workdir
 
 from test_prepare import cifar10_manual_dir, open_source, prepare_cifar10  # noqa: F401
 import train_utils as tu
@@ -89,7 +89,7 @@ def test_plot_reads_workdirs_and_writes_the_figure_on_the_bucket(trained, bucket
 
 def test_predict_with_a_checkpoint_on_the_bucket(trained, tmp_path, capsys):
   from inception_jax.data import digits
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   images, labels = digits.load(16)
   image = tmp_path / f'digit{labels[0]}.png'
   image.write_bytes(tf.io.encode_png(images[0]).numpy())
@@ -124,7 +124,7 @@ def test_prepare_into_a_bucket_and_read_from_it(cifar10_manual_dir, bucket, tmp_
   source = open_source('cifar10', data_dir)  # ArrayRecord's reader on gs://
   assert (source.train_size, source.eval_size) == (20, 6)
   encoded, labels, _ = source.read_eval(np.arange(6))
-  firsts = [int(runtime.tensorflow().io.decode_image(e).numpy()[0, 0, 0]) for e in encoded]
+  firsts = [int(tf_import.tensorflow().io.decode_image(e).numpy()[0, 0, 0]) for e in encoded]
   assert dict(zip(firsts, labels)) == {k: expected[k] for k in range(20, 26)}
   assert_nothing_local(tmp_path)
 

@@ -208,7 +208,8 @@ def flip_a_byte(step_dir, seed):
         chunks.append((entry['key'], entry['indirect_value']))
   rng = random.Random(seed)
   key, location = rng.choice(sorted(chunks))
-  prefix, name, offset, length = re.fullmatch(r'value:(.*):(d/[^:]+):(\d+):(\d+)', location).groups()
+  where = re.fullmatch(r'value:(.*):(d/[^:]+):(\d+):(\d+)', location)
+  prefix, name, offset, length = where.groups()
   with open(os.path.join(state, prefix, name), 'r+b') as f:
     f.seek(int(offset) + rng.randrange(int(length)))
     byte = f.read(1)[0]

@@ -38,7 +38,7 @@ def test_both_notebooks_exist_and_are_committed_without_outputs():
     # The repository's URL in one variable; installs only where the package is missing.
     assert len(re.findall(r'https://github\.com/', setup)) == 1 and 'REPO_URL = ' in setup
     assert "if importlib.util.find_spec('inception_jax') is None:" in setup
-    assert 'runtime.start()' in setup and 'runtime.tensorflow()' in setup
+    assert 'startup.start()' in setup and 'tf_import.tensorflow()' in setup
     # An installed TensorFlow (Colab's) is kept: no tensorflow-cpu beside it.
     assert "find_spec('tensorflow')" in setup and 'requirements/keep-tensorflow.txt' in setup
     assert TEST_MODE in code(notebook)[1].source

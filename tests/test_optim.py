@@ -9,11 +9,11 @@ import optax
 import pytest
 
 from configs import default
-from inception_jax import optim, runtime
+from inception_jax import optim, tf_import
 
 pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 STEPS_PER_EPOCH = 3  # a decay every lr_decay_epochs * 3 steps: several decays in a few steps
 

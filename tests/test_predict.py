@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, imagenet, predict, runtime
+from inception_jax import checkpoint as ckpt, imagenet, predict, tf_import
 from inception_jax.models import create, unstack_blocks
 
 from test_convert import convert_command
@@ -25,7 +25,7 @@ from train_utils import (
 def test_predict_classifies_with_a_training_workdir(straight, tmp_path):
   """The workdir's model.json names the network and the digits' classes; predict uses the EMA."""
   from inception_jax.data import digits
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   record = ckpt.ModelRecord.read(straight)
   assert record.model == 'inception_resnet_v2' and record.classes == [str(d) for d in range(10)]
   images, labels = digits.load(16)
@@ -65,7 +65,7 @@ def converted_v3(tmp_path_factory):
 
 def test_convert_slim_then_predict_images(tmp_path, converted_v3):
   """The whole path a user takes: a TF-slim checkpoint -> convert -> predict on their images."""
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   _, output = converted_v3
 
   rng = np.random.default_rng(0)

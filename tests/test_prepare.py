@@ -17,12 +17,12 @@ import tarfile
 import numpy as np
 import pytest
 
-from inception_jax import cli, errors, imagenet, prepare, runtime
+from inception_jax import cli, errors, imagenet, prepare, tf_import
 from inception_jax.data import create_source
 
 from train_utils import ROOT, environment, metrics, tiny_config
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 # The first two ImageNet classes (labels 0 and 1); their images are dark and bright respectively.
 CLASSES = ['n01440764', 'n01443537']

@@ -442,14 +442,14 @@ def write_user_files(directory):
   """What a user of the Pretrained weights block has, in the public files' layouts with random
   values: timm's model.safetensors for Inception-ResNet-v2, TF-slim's inception_v4.ckpt (1001
   classes), three photographs and a folder of images of two classes."""
-  from inception_jax import runtime, weights
+  from inception_jax import tf_import, weights
   from inception_jax.models import create
   timm = weights.pretrained_file('inception_resnet_v2', str(directory), download=False)
   os.rename(timm.path, directory / 'model.safetensors')
   write_slim_checkpoint(str(directory / 'inception_v4.ckpt'),
                         random_variables(create('inception_v4', num_classes=1001), seed=1),
                         'inception_v4')
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   rng = np.random.default_rng(0)
   for name, shape in (('cat.jpg', (300, 400, 3)), ('my_photo.jpg', (200, 150, 3))):
     (directory / name).write_bytes(tf.io.encode_jpeg(rng.integers(0, 256, shape, np.uint8)).numpy())
@@ -504,6 +504,7 @@ def test_pretrained_weights_commands_run(tmp_path):
   assert all(len(top) == 5 for top in classified.values())
   assert (f'Starting from {tmp_path}/irv2 (inception_resnet_v2, timm:{tmp_path}/model.safetensors)'
           in outputs[3]) and 'Logits re-initialised (2 classes).' in outputs[3]
+  assert 'bn_scale=True taken from its record' in outputs[3]  # timm's BatchNorm gamma, unasked
   assert [m['step'] for m in metrics(f'{tmp_path}/finetune') if 'eval_top1' in m] == [3]
   classified = top5(outputs[4])
   assert list(classified) == [f'{tmp_path}/my_photo.jpg']

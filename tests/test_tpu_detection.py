@@ -9,7 +9,7 @@ import sys
 import jax
 import pytest
 
-from inception_jax import runtime
+from inception_jax import tpu_guard
 
 from train_utils import ROOT, needs_libtpu
 
@@ -63,47 +63,47 @@ TPU_V5E_VM = {**GCE_VM, **pci('0000:00:05.0', '0x1ae0', '0x0063'), 'dev/vfio/0':
 
 @pytest.mark.quick
 def test_tpu_chips_are_found_on_the_pci_bus_or_as_device_files(tmp_path):
-  assert not runtime.tpu_present(tree(tmp_path / 'empty', {'dev/null': ''}))
-  assert not runtime.tpu_present(tree(tmp_path / 'gce', GCE_VM))
-  assert runtime.tpu_present(tree(tmp_path / 'v5e', TPU_V5E_VM))
+  assert not tpu_guard.tpu_present(tree(tmp_path / 'empty', {'dev/null': ''}))
+  assert not tpu_guard.tpu_present(tree(tmp_path / 'gce', GCE_VM))
+  assert tpu_guard.tpu_present(tree(tmp_path / 'v5e', TPU_V5E_VM))
   # Each sign alone: the PCI ids (as JAX reads them), /dev/accel* (v4), /dev/vfio/<N> (v5e on).
-  assert runtime.tpu_present(tree(tmp_path / 'pci', {**GCE_VM, **pci('0000:00:06.0', '0x1ae0',
+  assert tpu_guard.tpu_present(tree(tmp_path / 'pci', {**GCE_VM, **pci('0000:00:06.0', '0x1ae0',
                                                                      '0x005e')}))
-  assert runtime.tpu_present(tree(tmp_path / 'accel', {**GCE_VM, 'dev/accel0': ''}))
-  assert runtime.tpu_present(tree(tmp_path / 'vfio', {**GCE_VM, 'dev/vfio/1': ''}))
-  assert not runtime.tpu_present()  # this machine (the suite runs without TPUs)
+  assert tpu_guard.tpu_present(tree(tmp_path / 'accel', {**GCE_VM, 'dev/accel0': ''}))
+  assert tpu_guard.tpu_present(tree(tmp_path / 'vfio', {**GCE_VM, 'dev/vfio/1': ''}))
+  assert not tpu_guard.tpu_present()  # this machine (the suite runs without TPUs)
 
 
 @pytest.mark.quick
 def test_the_decision_skips_libtpu_only_without_tpus_and_without_a_users_choice(
     tmp_path, monkeypatch):
   plain, tpu_vm = tree(tmp_path / 'gce', GCE_VM), tree(tmp_path / 'v5e', TPU_V5E_VM)
-  monkeypatch.setattr(runtime, 'libtpu_installed', lambda: True)
+  monkeypatch.setattr(tpu_guard, 'libtpu_installed', lambda: True)
   for name in ('JAX_PLATFORMS', 'JAX_FORCE_TPU_INIT'):
     monkeypatch.delenv(name, raising=False)
   chosen = jax.config.jax_platforms  # the suite's (CI: cpu), restored below
   try:
     # JAX imported: the platforms as JAX read JAX_PLATFORMS, or as set in jax.config since.
     jax.config.update('jax_platforms', None)
-    assert runtime.skips_libtpu(plain) and not runtime.skips_libtpu(tpu_vm)
+    assert tpu_guard.skips_libtpu(plain) and not tpu_guard.skips_libtpu(tpu_vm)
     jax.config.update('jax_platforms', '')  # empty: JAX chooses
-    assert runtime.skips_libtpu(plain)
+    assert tpu_guard.skips_libtpu(plain)
     for platforms in ('cpu', 'tpu,cpu'):
       jax.config.update('jax_platforms', platforms)
-      assert not runtime.skips_libtpu(plain)
+      assert not tpu_guard.skips_libtpu(plain)
     jax.config.update('jax_platforms', None)
     monkeypatch.setenv('JAX_FORCE_TPU_INIT', '1')
-    assert not runtime.skips_libtpu(plain)
+    assert not tpu_guard.skips_libtpu(plain)
     monkeypatch.delenv('JAX_FORCE_TPU_INIT')
     # Before JAX is imported: the variable.
     monkeypatch.delitem(sys.modules, 'jax')
-    assert runtime.skips_libtpu(plain)
+    assert tpu_guard.skips_libtpu(plain)
     monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-    assert not runtime.skips_libtpu(plain)
+    assert not tpu_guard.skips_libtpu(plain)
     monkeypatch.setenv('JAX_PLATFORMS', '')
-    assert runtime.skips_libtpu(plain)
-    monkeypatch.setattr(runtime, 'libtpu_installed', lambda: False)
-    assert not runtime.skips_libtpu(plain)  # no libtpu: nothing changes
+    assert tpu_guard.skips_libtpu(plain)
+    monkeypatch.setattr(tpu_guard, 'libtpu_installed', lambda: False)
+    assert not tpu_guard.skips_libtpu(plain)  # no libtpu: nothing changes
   finally:
     jax.config.update('jax_platforms', chosen)
 
@@ -117,21 +117,21 @@ def test_without_tpus_libtpu_is_not_started_and_prints_nothing():
              'assert not [f for f in sys.meta_path if "inception_jax" in type(f).__module__]\n'
              'assert type(jax.__loader__).__name__ == "SourceFileLoader", jax.__loader__\n')
   ours = python(program)
-  assert tpu_error(ours) == runtime.NO_TPU
+  assert tpu_error(ours) == tpu_guard.NO_TPU
   assert not [line for line in LIBTPU_START_UP if line in ours.stderr], ours.stderr
   # The same as JAX_PLATFORMS=cpu, also on stderr (where a warning would show).
   cpu = python(program, JAX_PLATFORMS='cpu')
   assert ours.stdout == cpu.stdout and 'devices [CpuDevice(id=0)]' in ours.stdout
-  assert ours.stderr.replace(runtime.NO_TPU, 'None') == cpu.stderr
+  assert ours.stderr.replace(tpu_guard.NO_TPU, 'None') == cpu.stderr
   # JAX imported first, and a program's start (on_import twice): the same.
   first = python('import jax, inception_jax\n'
-                 'from inception_jax import runtime\n'
-                 'runtime.start()\n' + REPORT)
-  assert tpu_error(first) == runtime.NO_TPU and first.stdout == cpu.stdout
+                 'from inception_jax import startup\n'
+                 'startup.start()\n' + REPORT)
+  assert tpu_error(first) == tpu_guard.NO_TPU and first.stdout == cpu.stdout
   assert 'could not keep libtpu' not in first.stderr
   # Without inception_jax, JAX starts libtpu, which fails after printing its errors.
   bare = python(REPORT)
-  assert tpu_error(bare) not in ('None', runtime.NO_TPU)
+  assert tpu_error(bare) not in ('None', tpu_guard.NO_TPU)
 
 
 @needs_libtpu
@@ -139,9 +139,9 @@ def test_on_a_tpu_vm_and_where_the_user_chose_libtpu_is_started(tmp_path):
   tpu_vm = tree(tmp_path / 'v5e', TPU_V5E_VM)
   # A stand-in TPU VM: libtpu starts (and fails, the chips being stand-ins) as without
   # inception_jax.
-  on_tpu_vm = python(f'from inception_jax import runtime\n'
-                     f'runtime.SYSTEM_ROOT = {tpu_vm!r}\n' + REPORT)
-  assert tpu_error(on_tpu_vm) not in ('None', runtime.NO_TPU)
+  on_tpu_vm = python(f'from inception_jax import tpu_guard\n'
+                     f'tpu_guard.SYSTEM_ROOT = {tpu_vm!r}\n' + REPORT)
+  assert tpu_error(on_tpu_vm) not in ('None', tpu_guard.NO_TPU)
   # JAX_PLATFORMS naming tpu (JAX then fails loudly), or the choice made in jax.config after
   # importing inception_jax: libtpu starts; the variable is left as the user set it.
   start = ('import os, jax, inception_jax\n'
@@ -153,7 +153,7 @@ def test_on_a_tpu_vm_and_where_the_user_chose_libtpu_is_started(tmp_path):
            '  print(e)\n')
   chose = python(start.format(''), JAX_PLATFORMS='cpu,tpu')
   assert chose.stdout.startswith('cpu,tpu\n') and "Unable to initialize backend 'tpu'" in \
-      chose.stdout and runtime.NO_TPU not in chose.stdout, chose.stdout + chose.stderr
+      chose.stdout and tpu_guard.NO_TPU not in chose.stdout, chose.stdout + chose.stderr
   configured = python(start.format('jax.config.update("jax_platforms", "cpu,tpu")'))
   assert configured.stdout.startswith('None\n') and "Unable to initialize backend 'tpu'" in \
-      configured.stdout and runtime.NO_TPU not in configured.stdout
+      configured.stdout and tpu_guard.NO_TPU not in configured.stdout

@@ -111,8 +111,10 @@ def test_two_processes_train_checkpoint_and_resume(straight, tmp_path):
   run_two_processes(uninterrupted, 8)
   assert losses(resumed) == losses(uninterrupted)
   assert_trees_equal(final_variables(resumed), final_variables(uninterrupted))
-  # The same function as one process on one device (up to the order of the cross-host sums).
-  np.testing.assert_allclose(losses(resumed)[0][1], losses(straight)[0][1], rtol=1e-5)
+  # The same function as one process on one device, up to the order of the cross-device sums,
+  # which ~30 BatchNorm layers amplify: the first logged loss moved by 4.7e-6 (jax 0.10.2) and
+  # 3.8e-5 (jax 0.8.1, the floor) between one and two devices of one process.
+  np.testing.assert_allclose(losses(resumed)[0][1], losses(straight)[0][1], rtol=1e-4)
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):

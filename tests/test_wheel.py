@@ -182,9 +182,9 @@ def test_demo_by_name_then_evaluate_and_predict(installed, tmp_path):
   [record] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
   assert record['crops'] == 1 and record['images'] == 297
 
-  from inception_jax import runtime
+  from inception_jax import tf_import
   from inception_jax.data import digits
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   images, labels = digits.load(16)
   image = str(tmp_path / f'digit{labels[0]}.png')
   tf.io.write_file(image, tf.io.encode_png(images[0]))

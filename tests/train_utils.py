@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from inception_jax import checkpoint as ckpt, runtime
+from inception_jax import checkpoint as ckpt, tf_import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Steps of the `straight` run (conftest.py), the reference for the resume tests.
@@ -112,7 +112,7 @@ def assert_trees_equal(a, b):
 
 def write_image_folder(root, corrupt=True):
   """PATH/{train,val}/<class>/ with JPEGs, one PNG and (optionally) one corrupt file."""
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   rng = np.random.default_rng(0)
   for split, count in (('train', 6), ('val', 2)):
     for label, name in enumerate(['cat', 'dog']):

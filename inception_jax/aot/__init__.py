@@ -5,7 +5,7 @@ machine's CPUs) and reports whether it fits in a chip's memory and how fast it s
         [--config.batch_size=4096] [--find_max_batch] [--json]
     python -m inception_jax.aot --config=configs/demo.py --topology=cpu:8
 
-The job's own train and eval steps (`train.Job`: the same functions, mesh, shardings, donation and
+The job's own train and eval steps (`job.Job`: the same functions, mesh, shardings, donation and
 config that `python -m inception_jax.main` builds on that slice) are lowered from abstract shapes
 and compiled for the slice's devices: compile-only TPU devices from libtpu
 (`pip install -e ".[tpu]"`), no parameter is materialised and no data is read (ImageNet and

@@ -6,7 +6,7 @@ import sys
 
 from absl import flags
 
-from inception_jax import aot, cli, config_flag, errors, runtime
+from inception_jax import aot, cli, config_flag, errors, startup
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -25,7 +25,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
-  runtime.start()
+  startup.start()
   say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():
     aot.prepare_environment(FLAGS.topology)

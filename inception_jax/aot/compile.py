@@ -62,11 +62,11 @@ def compile_job(config, topology: str | Target, *, eval_step: bool = True,
   there (e.g. a batch that does not split over the chips). `eval_step=False` compiles the train
   step alone; `compiled_train`, a report of `eval_step=False` for this same config and topology,
   is completed with the eval step instead of compiling the train step again."""
-  # deferred: inception_jax.train imports JAX, which must start after prepare_environment
-  from inception_jax import config_checks, train
+  # deferred: inception_jax.job imports JAX, which must start after prepare_environment
+  from inception_jax import config_checks, job as training_job, train
   where = target(topology) if isinstance(topology, str) else topology
   config_checks.validate(config, where.devices)
-  job = train.Job(config, data_source(config, where.devices), where.devices)
+  job = training_job.Job(config, data_source(config, where.devices), where.devices)
   report = _describe_job(config, where, job)
   state = job.abstract_state()
   train_batch, eval_batch = job.abstract_batch(True), job.abstract_batch(False)

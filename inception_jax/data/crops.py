@@ -35,9 +35,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from inception_jax import runtime
+from inception_jax import tf_import
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 
 REFERENCE_SIZE = 224  # the input size the sources' scales are given for

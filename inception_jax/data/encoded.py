@@ -14,11 +14,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from inception_jax import runtime
+from inception_jax import tf_import
 from inception_jax.data import preprocessing
 from inception_jax.data.base import Batch, Source
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 # Reads the examples at `indices` -> (encoded images [n] as bytes objects, int labels [n],
 # valid [n]).

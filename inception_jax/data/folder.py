@@ -21,12 +21,12 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from inception_jax import runtime
+from inception_jax import tf_import
 from inception_jax.data.base import register
 from inception_jax.data.encoded import EncodedSource
 from inception_jax.errors import ConfigError, MissingError, first_line
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 

@@ -10,9 +10,9 @@ pure function of (seed, example position) and a resumed run sees the same pixels
 
 from __future__ import annotations
 
-from inception_jax import runtime
+from inception_jax import tf_import
 
-tf = runtime.tensorflow()
+tf = tf_import.tensorflow()
 
 
 AREA_RANGE = (0.05, 1.0)

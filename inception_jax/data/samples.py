@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from inception_jax import runtime
+from inception_jax import tf_import
 from inception_jax.data import folder
 
 PHOTOGRAPHS = ('china', 'flower')
@@ -28,7 +28,7 @@ def photographs() -> dict[str, np.ndarray]:
 
 def write_photographs(directory: str) -> list[str]:
   """The photographs as DIRECTORY/china.jpg and DIRECTORY/flower.jpg; returns the paths."""
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   os.makedirs(directory, exist_ok=True)
   paths = []
   for name, image in photographs().items():

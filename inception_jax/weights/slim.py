@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from inception_jax import runtime
+from inception_jax import tf_import
 from inception_jax.errors import first_line
 from inception_jax.models import model_class
 from inception_jax.models.names import AUX_LOGITS, LOGITS
@@ -71,7 +71,7 @@ def _slim_checkpoint(path: str) -> str:
     raise files.wrong_format(path, found, 'a TF1 checkpoint')
   if not os.path.isdir(path):
     return path
-  latest = runtime.tensorflow().train.latest_checkpoint(path)
+  latest = tf_import.tensorflow().train.latest_checkpoint(path)
   if latest:
     return latest
   found = sorted({os.path.join(path, f[:-len('.index')]) if f.endswith('.index') else
@@ -85,7 +85,7 @@ def _slim_checkpoint(path: str) -> str:
 
 def _reader(path: str):
   """TensorFlow's reader of the checkpoint at `path`; an unreadable one is a `FileFormatError`."""
-  tf = runtime.tensorflow()
+  tf = tf_import.tensorflow()
   try:
     return tf.train.load_checkpoint(path)
   except tf.errors.OpError as e:

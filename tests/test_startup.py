@@ -8,18 +8,18 @@ import sys
 import jax
 import pytest
 
-from inception_jax import runtime
+from inception_jax import tpu_guard, xla_setup
 
 from train_utils import ROOT
 
-DEFAULT = ' '.join(f'--{k}={v}' for k, v in runtime.CPU_FLAGS.items())
+DEFAULT = ' '.join(f'--{k}={v}' for k, v in xla_setup.CPU_FLAGS.items())
 
 
 def python(code, drop=(), **env):
   """Runs `code` in a new Python; `env` adds to this environment, without XLA_FLAGS, the opt-out
   and the variables named in `drop`."""
   environment = {k: v for k, v in os.environ.items()
-                 if k not in ('XLA_FLAGS', runtime.OPT_OUT, *drop)}
+                 if k not in ('XLA_FLAGS', xla_setup.OPT_OUT, *drop)}
   environment.update(env, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=environment,
                         capture_output=True, text=True, check=True)
@@ -39,12 +39,12 @@ def test_importing_the_package_applies_the_cpu_defaults_before_jax_starts(tmp_pa
 
 @pytest.mark.quick
 def test_a_flag_the_user_set_and_the_opt_out_are_respected():
-  name, _ = next(iter(runtime.CPU_FLAGS.items()))
+  name, _ = next(iter(xla_setup.CPU_FLAGS.items()))
   mine = f'--{name}=reduce'
   result = python('import os, inception_jax; print(os.environ["XLA_FLAGS"])', XLA_FLAGS=mine)
   assert result.stdout.strip() == mine
   result = python('import os, inception_jax; print(os.environ.get("XLA_FLAGS"))',
-                  **{runtime.OPT_OUT: '0'})
+                  **{xla_setup.OPT_OUT: '0'})
   assert result.stdout.strip() == 'None'
 
 
@@ -67,10 +67,10 @@ def test_distributed_start_on_a_cloud_tpu_vm(monkeypatch):
   monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **k: calls.append((a, k)))
   for name in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS', 'SLURM_NTASKS'):
     monkeypatch.delenv(name, raising=False)
-  monkeypatch.setattr(runtime.glob, 'glob', lambda pattern: [])
+  monkeypatch.setattr(tpu_guard.glob, 'glob', lambda pattern: [])
   distributed.initialize()
   assert calls == [] and not distributed.on_tpu_vm()
-  monkeypatch.setattr(runtime.glob, 'glob',
+  monkeypatch.setattr(tpu_guard.glob, 'glob',
                       lambda pattern: ['/dev/accel0'] if pattern == '/dev/accel*' else [])
   monkeypatch.setattr(jax, 'process_index', lambda: 0)
   distributed.initialize()
@@ -85,7 +85,7 @@ def test_the_compilation_cache_is_on_in_the_users_cache_unless_chosen_or_opted_o
   drop = [k for k in os.environ if k.startswith('JAX_COMPILATION_CACHE')]  # the suite's own
   home = tmp_path / 'cache_home'
   ours = python(program, drop, XDG_CACHE_HOME=str(home)).stdout.strip()
-  assert ours == str(home / 'inception_jax' / 'xla' / runtime._cpu_kind())
+  assert ours == str(home / 'inception_jax' / 'xla' / xla_setup._cpu_kind())
   assert any(name.startswith('jit__lambda') for name in os.listdir(ours))  # it wrote the program
   # JAX imported first (before any computation) gets it too.
   assert python('import jax\n' + program, drop, XDG_CACHE_HOME=str(home)).stdout.strip() == ours
@@ -95,5 +95,5 @@ def test_the_compilation_cache_is_on_in_the_users_cache_unless_chosen_or_opted_o
   configured = python(f'import jax; jax.config.update("jax_compilation_cache_dir", "{mine}")\n'
                       + program, drop, XDG_CACHE_HOME=str(home))
   assert configured.stdout.strip() == mine
-  off = python(program, drop, XDG_CACHE_HOME=str(home), **{runtime.OPT_OUT: '0'})
+  off = python(program, drop, XDG_CACHE_HOME=str(home), **{xla_setup.OPT_OUT: '0'})
   assert off.stdout.strip() == 'None'
