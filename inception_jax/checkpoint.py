@@ -276,8 +276,9 @@ class ModelRecord:
     return {k: recorded[k] for k in keys if recorded[k] != getattr(network, k)}
 
 
-def config_flags(options: dict[str, Any]) -> str:
-  """`--config.model.KEY=VALUE` flags that set `options`, quoted where the shell needs it."""
+def config_overrides(options: dict[str, Any]) -> str:
+  """The config overrides, `--config.model.KEY=VALUE`, that make a training run build the network
+  of `options` (a checkpoint's recorded options), quoted where the shell needs it."""
   flags = [f'--config.model.{key}={value}' for key, value in options.items()]
   return ' '.join(f"'{flag}'" if ' ' in flag else flag for flag in flags)
 

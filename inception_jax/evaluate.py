@@ -40,33 +40,41 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from absl import app, flags
+from absl import flags
 
-from inception_jax import errors, startup, workdir as wd
+from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.errors import ConfigError
 
 PROTOCOLS = (1, 10, 12, 144)
 PROGRESS_SECONDS = 10.0
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or training workdirs); '
-                  'several form an ensemble.')
-flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.')
-flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
-                    '(default: what the first checkpoint was trained on, else imagenet2012).')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
-                    'the one the first checkpoint was trained from, else TFDS\'s).')
-flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
-                    'else the dataset\'s validation or test split; a folder\'s sub-directory).')
-flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
-                     'forward pass), a multiple of the devices.')
-flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
-                  'parameters.')
-flags.DEFINE_bool('json', False, 'Print one JSON record per row after the table.')
-flags.DEFINE_string('output', None, 'Where to write the records (default: '
-                    'FIRST_CHECKPOINT/evaluation.json).')
-flags.DEFINE_string('dump_crops', None, 'Directory for PNG files of the first image\'s crops.')
-flags.mark_flags_as_required(['checkpoint'])
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or training '
+                    'workdirs); several form an ensemble.', **define)
+  flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.',
+                    **define)
+  flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
+                      '(default: what the first checkpoint was trained on, else imagenet2012).',
+                      **define)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
+                      'the one the first checkpoint was trained from, else TFDS\'s).', **define)
+  flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
+                      'else the dataset\'s validation or test split; a folder\'s sub-directory).',
+                      **define)
+  flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
+                       'forward pass), a multiple of the devices.', **define)
+  flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
+                    'parameters.', **define)
+  flags.DEFINE_bool('json', False, 'Print one JSON record per row after the table.', **define)
+  flags.DEFINE_string('output', None, 'Where to write the records (default: '
+                      'FIRST_CHECKPOINT/evaluation.json).', **define)
+  flags.DEFINE_string('dump_crops', None, 'Directory for PNG files of the first image\'s crops.',
+                      **define)
+  flags.mark_flags_as_required(['checkpoint'], flag_values)
 
 
 def parse_protocols(values: Sequence[str]) -> tuple[int, ...]:
@@ -291,9 +299,8 @@ def table(records: list[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
   startup.start()
   import jax
 
@@ -323,4 +330,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(define_flags, main)

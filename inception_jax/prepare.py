@@ -23,7 +23,6 @@ it starts over, deleting the partial output that the interrupted run left. The w
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -35,7 +34,9 @@ from typing import Iterator
 import urllib.parse
 import urllib.request
 
-from inception_jax import errors, startup, tf_import, workdir as wd
+from absl import flags
+
+from inception_jax import cli, errors, startup, tf_import, workdir as wd
 from inception_jax.data.datasets import (
   ARRAY_RECORD,
   CIFAR10_FILE,
@@ -254,36 +255,41 @@ def staged(name: str, builder, config) -> None:
     wd.copy_tree(local.data_dir, builder.data_dir, last=('dataset_info.json',))
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      prog='python -m inception_jax.prepare', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('dataset', choices=list(DATASETS), metavar='DATASET',
-                      help=f'one of {", ".join(DATASETS)}')
-  parser.add_argument('--data_dir', required=True,
-                      help='TFDS data directory to write (local or gs://); the job reads it with '
-                           '--config.dataset.data_dir')
-  parser.add_argument('--manual_dir',
-                      help=f'imagenet2012: the directory holding {IMAGENET_TRAIN} and '
-                           f'{IMAGENET_VAL}. cifar10 (optional, for machines without internet): '
-                           f'the directory holding {CIFAR10_FILE}')
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`); the dataset is its argument."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory to write (local or gs://); the job '
+                      'reads it with --config.dataset.data_dir.', **define)
+  flags.DEFINE_string('manual_dir', None, f'imagenet2012: the directory holding {IMAGENET_TRAIN} '
+                      f'and {IMAGENET_VAL}. cifar10 (optional, for machines without internet): '
+                      f'the directory holding {CIFAR10_FILE}.', **define)
+  flags.mark_flags_as_required(['data_dir'], flag_values)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  if len(argv) != 2:
+    given = f' (given: {" ".join(argv[1:])})' if len(argv) > 1 else ''
+    raise errors.ConfigError(f'Name one dataset to prepare, of {", ".join(DATASETS)}{given}: '
+                             'python -m inception_jax.prepare DATASET --data_dir=DATA_DIR.')
+  if argv[1] not in DATASETS:
+    raise errors.ConfigError(f'{argv[1]!r} is not a dataset to prepare: choose one of '
+                             f'{", ".join(DATASETS)}.')
+  dataset = argv[1]
   startup.start()
   # Absolute, unless URLs: the printed flags work from anywhere.
-  data_dir = wd.absolute(args.data_dir)
-  manual_dir = args.manual_dir and wd.absolute(args.manual_dir)
+  data_dir = wd.absolute(FLAGS.data_dir)
+  manual_dir = FLAGS.manual_dir and wd.absolute(FLAGS.manual_dir)
   try:
-    with errors.reported():
-      wd.check(data_dir, '--data_dir')
-      wd.check(manual_dir, '--manual_dir')
-      where = prepare(args.dataset, data_dir, manual_dir)
+    wd.check(data_dir, '--data_dir')
+    wd.check(manual_dir, '--manual_dir')
+    where = prepare(dataset, data_dir, manual_dir)
   except KeyboardInterrupt:
     sys.stderr.write('\nInterrupted. Rerun the same command to start over.\n')
     sys.exit(130)
-  print(f'{args.dataset} is in {where}. Train on it with --config.dataset.data_dir={data_dir}, '
-        f'e.g.\n  python -m inception_jax.main --config={DATASETS[args.dataset].config} '
+  print(f'{dataset} is in {where}. Train on it with --config.dataset.data_dir={data_dir}, '
+        f'e.g.\n  python -m inception_jax.main --config={DATASETS[dataset].config} '
         f'--workdir=WORKDIR --config.dataset.data_dir={data_dir}')
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(define_flags, main)

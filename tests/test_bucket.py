@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from inception_jax import checkpoint as ckpt, convert, plot, predict, tf_import, workdir
+from inception_jax import checkpoint as ckpt, cli, convert, plot, predict, tf_import, workdir
 
 from test_prepare import cifar10_manual_dir, open_source, prepare_cifar10  # noqa: F401
 import train_utils as tu
@@ -82,7 +82,7 @@ def test_evaluate_reads_and_writes_the_bucket(trained, bucket, tmp_path):
 
 def test_plot_reads_workdirs_and_writes_the_figure_on_the_bucket(trained, bucket, tmp_path):
   output = bucket + '/figures/curves.png'
-  plot.main([trained, f'--output={output}'])
+  cli.call(plot, [trained, f'--output={output}'])
   assert workdir.read_bytes(output)[:8] == b'\x89PNG\r\n\x1a\n'
   assert_nothing_local(tmp_path)
 
@@ -93,7 +93,7 @@ def test_predict_with_a_checkpoint_on_the_bucket(trained, tmp_path, capsys):
   images, labels = digits.load(16)
   image = tmp_path / f'digit{labels[0]}.png'
   image.write_bytes(tf.io.encode_png(images[0]).numpy())
-  assert predict.main(['--checkpoint', trained, '--top=2', str(image)]) == 0
+  assert cli.call(predict, ['--checkpoint', trained, '--top=2', image]) == 0
   out = capsys.readouterr().out
   assert out.splitlines()[0] == str(image) and '1. ' in out
   assert_nothing_local(tmp_path)
@@ -107,8 +107,8 @@ def test_convert_writes_its_output_to_the_bucket(trained, bucket, tmp_path, monk
   weights = tmp_path / 'weights.keras'
   weights.write_bytes(b'stand-in')
   output = bucket + '/converted/tiny'
-  convert.main(['--source=keras', f'--model={record.model}', f'--input={weights}',
-                f'--output={output}'])
+  cli.call(convert, ['--source=keras', f'--model={record.model}', f'--input={weights}',
+                     f'--output={output}'])
   assert f'to {output}' in capsys.readouterr().out
   tu.assert_trees_equal(tu.final_variables(output), tu.final_variables(trained))
   assert ckpt.ModelRecord.read(output) == record
