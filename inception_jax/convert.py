@@ -28,7 +28,7 @@ from typing import NamedTuple
 from absl import flags
 import jax
 
-from inception_jax import cli, errors
+from inception_jax import checkpoint, cli, errors, startup, weights, workdir as wd
 
 SOURCES = ('timm', 'keras', 'slim')
 
@@ -46,7 +46,6 @@ class Arguments(NamedTuple):
 def convert(source: str, model: str, input_path: str, background: str = 'drop',
             aux_logits=None):
   """(variables, record) of `input_path` converted from `source`."""
-  from inception_jax import checkpoint, weights
   if source == 'keras':
     variables = weights.from_keras(input_path, model)
   elif source == 'timm':
@@ -72,7 +71,6 @@ def _command(args: Arguments, **changes: str) -> str:
 def _fix(error: Exception, args: Arguments) -> dict[str, str]:
   """The flags to change so that `args` converts: the one model that the input fits, or the source
   that reads it (and the model it fits there, which takes converting it); {} when unknown."""
-  from inception_jax import weights
   if isinstance(error, weights.FileFormatError) and error.source:
     fix = {'source': error.source}
     try:
@@ -90,7 +88,6 @@ def _fix(error: Exception, args: Arguments) -> dict[str, str]:
 
 def explain(error: Exception, args: Arguments) -> str:
   """The few lines that tell a person why `args` did not convert, and the command that would."""
-  from inception_jax import weights
   if isinstance(error, weights.FileFormatError):
     message = str(error)
   elif isinstance(error, weights.ConversionError):
@@ -125,7 +122,6 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
   args = Arguments(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.background,
                    FLAGS.no_aux)
-  from inception_jax import startup, workdir as wd
   startup.start()
   wd.check(args.output, '--output')
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
@@ -133,7 +129,6 @@ def main(argv, FLAGS: flags.FlagValues) -> None:
     prefix = ' (a TF1 checkpoint is named by its prefix: x.ckpt for x.ckpt.index)'
     raise errors.MissingError(f'--input {args.input} does not exist'
                               f'{prefix if args.source == "slim" else ""}.')
-  from inception_jax import checkpoint, weights
   try:
     variables, record = convert(args.source, args.model, args.input, args.background,
                                 False if args.no_aux else None)

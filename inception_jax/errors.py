@@ -14,6 +14,9 @@ import os
 import sys
 from typing import Iterator, Sequence
 
+from absl import flags
+from ml_collections import config_flags
+
 TRACEBACK = 'INCEPTION_JAX_TRACEBACK'
 EXIT_STATUS = 2
 
@@ -129,8 +132,6 @@ def parse_flags(argv: list[str], flag_values=None) -> list[str]:
   """absl's flag parsing (for `app.run(main, flags_parser=parse_flags)`; of `flag_values`, default
   absl's FLAGS), with a bad flag, a bad config override (e.g. a misspelt field) or an error in the
   config file in one or two lines; `--help` and its kind exit with status 0."""
-  from absl import flags
-  from ml_collections import config_flags
   flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
     remaining = flag_values(argv)

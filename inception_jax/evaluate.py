@@ -41,9 +41,15 @@ import time
 from typing import Any, Optional, Sequence
 
 from absl import flags
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
 
 from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.errors import ConfigError
+from inception_jax.network import load_network
+from inception_jax.steps import hits, normalize
 
 PROTOCOLS = (1, 10, 12, 144)
 PROGRESS_SECONDS = 10.0
@@ -109,7 +115,6 @@ class Member:
 
 def load_member(path: str, params: str) -> Member:
   """The network at `path` as the training job evaluated it (its recorded options)."""
-  from inception_jax.network import load_network
   model, variables, record = load_network(path, params)
   return Member(path, record, model, variables)
 
@@ -155,9 +160,8 @@ def data_settings(member: Member, dataset: Optional[str] = None, data_dir: Optio
 def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
                 batch_size: int):
   """The eval split of dataset `name` in batches of `batch_size` images, as the job reads it."""
-  import jax
-  import ml_collections
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import create_source, preprocessing
   config = ml_collections.ConfigDict({
       'name': name, 'data_dir': data_dir, 'eval_split': split, 'image_size': image_size,
@@ -170,6 +174,7 @@ def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_
 
 def crop_batches(source, protocols, sizes, batch_size: int):
   """`data.crops.crop_batches`, looked up here (benchmarks/evaluate.py times it)."""
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import crops
   return crops.crop_batches(source, protocols, sizes, batch_size)
 
@@ -177,10 +182,7 @@ def crop_batches(source, protocols, sizes, batch_size: int):
 def probabilities_fn(member: Member, mesh_sharding):
   """Jitted: uint8 crops [images * crops, size, size, 3] -> mean probabilities [images, classes]
   over each image's crops."""
-  import jax
-  import jax.numpy as jnp
 
-  from inception_jax.steps import normalize
 
   @functools.partial(jax.jit, static_argnums=2, out_shardings=mesh_sharding)
   def probabilities(variables, images, crops_per_image):
@@ -197,9 +199,7 @@ def probabilities_fn(member: Member, mesh_sharding):
 def correct(probabilities, labels, mask):
   """Masked counts of top-1 and top-5 hits (as the training job's eval counts them), and of the
   images."""
-  import jax.numpy as jnp
 
-  from inception_jax.steps import hits
   return (*hits(probabilities, labels, mask), jnp.sum(mask))
 
 
@@ -226,9 +226,8 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
              progress: bool = True) -> list[dict[str, Any]]:
   """Evaluates `paths` (one checkpoint or an ensemble) with each of `protocols`; one record per
   (model or ensemble, protocol): top-1/top-5 accuracy and error (%), images."""
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]
   dataset, data_dir, split = data_settings(members[0], dataset, data_dir, split)
@@ -270,6 +269,7 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
       eta = datetime.timedelta(seconds=int((total - first.images) / max(rate, 1e-9)))
       print(f'evaluated {int(first.images):,}/{total:,} images  {rate:.1f} img/s  ETA {eta}',
             flush=True)
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data.encoded import report_skipped
   report_skipped(getattr(source, 'read_eval', None), 'evaluation')
 
@@ -302,8 +302,8 @@ def table(records: list[dict[str, Any]]) -> str:
 def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
   startup.start()
-  import jax
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import crops
   output = FLAGS.output or wd.join(FLAGS.checkpoint[0], wd.EVALUATION)
   with errors.reported():

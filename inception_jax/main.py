@@ -18,7 +18,7 @@ import traceback
 
 from absl import flags
 
-from inception_jax import cli, config_flag, errors, startup
+from inception_jax import cli, config_flag, distributed, errors, startup, stopping, supervise
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -43,12 +43,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
-  from inception_jax import distributed, stopping, supervise
   if distributed.joins_others(FLAGS.coordinator_address) and supervise.wanted():
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   stopping.StopWatcher.exit_at_once = True
   try:
     startup.start()
+    # deferred: train loads TensorFlow, which a supervising parent (supervise.run) never needs
     from inception_jax import train
     with errors.reported():
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

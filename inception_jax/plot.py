@@ -18,6 +18,7 @@ import os
 from typing import Any, Optional, Sequence
 
 from absl import flags
+import numpy as np
 
 from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.models import diagnostics
@@ -103,6 +104,7 @@ def _figure(size: tuple[int, int], rows: int, columns: int):
   """A figure of `size` pixels with a grid of axes, made without pyplot: no backend is chosen and
   no figure is kept alive by pyplot, so it works alike in programs and notebooks (where it shows
   as the value of a cell)."""
+  # deferred: matplotlib loads only to draw
   from matplotlib.figure import Figure
   fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout='constrained')
   return fig, fig.subplots(rows, columns, squeeze=False)
@@ -113,7 +115,6 @@ def feature_maps(activations: Any, count: int = 16, columns: int = 8, title: str
   """A figure of the `count` most active channels (largest mean) of a feature map, [height,
   width, channels] (or one image of a batch, [1, ...]), each drawn on its own scale; `image`, when
   given, is drawn first (uint8, or floats in [-1, 1] as the networks take them)."""
-  import numpy as np
   maps = np.asarray(activations, np.float32)
   if maps.ndim == 4 and maps.shape[0] == 1:
     maps = maps[0]

@@ -17,16 +17,18 @@ import sys
 from typing import Optional, Sequence
 
 from absl import flags
+import jax
 import numpy as np
 
-from inception_jax import cli, errors
+from inception_jax import cli, errors, imagenet, startup, tf_import, workdir as wd
 from inception_jax.errors import ConfigError
+from inception_jax.models.names import LOGITS
+from inception_jax.network import load_network
 
 
 def label_names(classes, num_classes: int) -> list[str]:
   """What to print for each of the `num_classes` outputs, from a model record's `classes` entry
   (ImageNet's: the short name and the WordNet ID)."""
-  from inception_jax import imagenet
   if classes is None:
     classes = imagenet.RECORDS.get(num_classes)
   if classes in imagenet.RECORDS.values():
@@ -47,10 +49,7 @@ class Predictor:
   """A network and its variables, ready to classify encoded images."""
 
   def __init__(self, checkpoint: str, model: Optional[str] = None, params: str = 'ema'):
-    import jax
 
-    from inception_jax.models.names import LOGITS
-    from inception_jax.network import load_network
 
     # Blocks unstacked, no aux head, the runtime options at their defaults (float32, no remat).
     self.model, variables, record = load_network(checkpoint, params, model, as_trained=False,
@@ -64,6 +63,7 @@ class Predictor:
 
   def preprocess(self, encoded: bytes) -> np.ndarray:
     """Encoded JPEG/PNG/GIF/BMP bytes -> a float32 [size, size, 3] image in [-1, 1]."""
+    # deferred: data/ loads TensorFlow, only when images are read
     from inception_jax.data import preprocessing
     image = preprocessing.eval_image(encoded, self.image_size).numpy()
     return image.astype(np.float32) / 127.5 - 1.0
@@ -95,7 +95,6 @@ def main(argv: Sequence[str], FLAGS: flags.FlagValues) -> int:
   if not paths:
     raise ConfigError('Name the images to classify after the flags: python -m '
                       'inception_jax.predict --checkpoint=DIR IMAGE [IMAGE ...].')
-  from inception_jax import startup, tf_import, workdir as wd
   startup.start()
   wd.check(FLAGS.checkpoint, '--checkpoint')
   if not wd.isdir(FLAGS.checkpoint):

@@ -24,8 +24,10 @@ it starts over, deleting the partial output that the interrupted run left. The w
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import shutil
 import socket
 import sys
 import tarfile
@@ -35,8 +37,9 @@ import urllib.parse
 import urllib.request
 
 from absl import flags
+from etils import epath
 
-from inception_jax import cli, errors, startup, tf_import, workdir as wd
+from inception_jax import cli, errors, imagenet, startup, tf_import, workdir as wd
 from inception_jax.data.datasets import (
   ARRAY_RECORD,
   CIFAR10_FILE,
@@ -58,7 +61,6 @@ from inception_jax.errors import MissingError, UserError
 def _read_tar(path: str, what: str) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
   """The tar archive at `path` and its members, read to its end so that a truncated file fails
   here; an error saying that it is not `what` otherwise."""
-  from etils import epath
   with epath.Path(path).open('rb') as file:
     try:
       archive = tarfile.open(fileobj=file, mode='r:')
@@ -92,7 +94,6 @@ def check_imagenet_val(path: str) -> int:
 
 def check_imagenet_train(path: str) -> int:
   """The number of classes in the training archive; an error when it is not one."""
-  from inception_jax import imagenet
   what = 'the ILSVRC2012 training archive'
   synsets = set(imagenet.wnids())
   expected = ('one tar per class named after its WordNet ID (n01440764.tar ... n15075141.tar), '
@@ -114,7 +115,6 @@ def check_imagenet_train(path: str) -> int:
 
 def check_manual_dir(name: str, manual_dir: str | None) -> None:
   """An error naming the files and where to get them unless `manual_dir` holds them."""
-  from etils import epath
   spec = DATASETS[name]
   if not manual_dir:
     if spec.manual_required:
@@ -156,7 +156,6 @@ def check_online(url: str) -> None:
 def exclusive(dataset_dir: str) -> Iterator[None]:
   """Holds a lock on `dataset_dir` (local ones), so that a second run fails rather than deleting
   the partial output of a first one that is still running."""
-  import fcntl
   os.makedirs(dataset_dir, exist_ok=True)
   handle = os.open(dataset_dir, os.O_RDONLY)
   try:
@@ -173,8 +172,8 @@ def exclusive(dataset_dir: str) -> Iterator[None]:
 def remove_leftovers(dataset_dir: str) -> None:
   """Deletes the partial output of interrupted runs: TFDS writes into `incomplete.*` and renames
   it when done, so anything left under that name is from a run that never finished."""
-  import shutil
 
+  # deferred: TFDS loads TensorFlow, only to prepare
   from tensorflow_datasets.core import constants
   for entry in sorted(os.listdir(dataset_dir)):
     if entry.startswith(constants.INCOMPLETE_PREFIX):
@@ -186,6 +185,7 @@ def remove_leftovers(dataset_dir: str) -> None:
 def failure(name: str, error: Exception, manual_dir: str | None) -> Exception:
   """`error` from TFDS's preparation as a message with its cause and the fix; `error` itself when
   it is not one of the known kinds (a bug: its traceback is wanted)."""
+  # deferred: TFDS loads TensorFlow, only to prepare
   from tensorflow_datasets.core.download import download_manager
   if isinstance(error, ImportError):
     return missing_module(name, error)
@@ -208,6 +208,7 @@ def failure(name: str, error: Exception, manual_dir: str | None) -> Exception:
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
   """Prepares `name` in `data_dir` unless it is there already; returns its directory."""
   try:
+    # deferred: TFDS loads TensorFlow, only to prepare
     import tensorflow_datasets as tfds
     with quiet_tfds():
       builder = tfds.builder(name, data_dir=data_dir)
@@ -247,6 +248,7 @@ def staged(name: str, builder, config) -> None:
   """Prepares `name` in a local temporary directory, then copies it to `builder`'s object store
   (ArrayRecord's writer and TFDS's extractor write local files only); dataset_info.json, which
   tells TFDS that the data is prepared, comes last."""
+  # deferred: TFDS loads TensorFlow, only to prepare
   import tensorflow_datasets as tfds
   with tempfile.TemporaryDirectory(prefix='inception_jax_prepare_') as staging:
     local = tfds.builder(name, data_dir=staging)
