@@ -4,6 +4,7 @@ paths that cannot work, refused before any compute with one line naming them."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -193,7 +194,10 @@ def test_storage_lost_mid_run_ends_with_the_fault_and_the_bucket_resumes(tmp_pat
     job = subprocess.Popen(tu.command(run, num_train_steps=1000, **flags), cwd=tu.ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while not any(n.endswith(workdir.COMMIT_MARKER) for n in emulator.objects(run)):
+    # A step's own marker, written last: an item's (checkpoints/N/state/commit_success.txt) comes
+    # before it, and the server stopped in between leaves no finished checkpoint.
+    step_marker = re.compile(rf'/{workdir.CHECKPOINTS}/\d+/{re.escape(workdir.COMMIT_MARKER)}$')
+    while not any(step_marker.search(n) for n in emulator.objects(run)):
       assert job.poll() is None and time.monotonic() < deadline, job.communicate()
       time.sleep(0.2)
     emulator.kill()
