@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from inception_jax import faults, workdir as wd
+from inception_jax import faults, imagenet, workdir as wd
 from inception_jax.errors import ConfigError, MissingError, first_line
+from inception_jax.models import model_class, options as model_options
+from inception_jax.steps import options_from_config
 
 # Beside a converted checkpoint or in a training workdir: what network the variables are for.
 MODEL_INFO = wd.MODEL_INFO
@@ -233,7 +235,6 @@ class ModelRecord:
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
     """The record of a training workdir: `config`'s network on the data `source` gives."""
-    from inception_jax.steps import options_from_config
     options = json.loads(json.dumps(options_from_config(config, source.num_classes), default=str))
     data_dir = config.dataset.get('data_dir') or None
     data = {'name': config.dataset.name, 'data_dir': data_dir and wd.absolute(data_dir),
@@ -248,8 +249,6 @@ class ModelRecord:
                      input_path: str) -> 'ModelRecord':
     """The record of weights converted from `source` ('timm', 'keras', 'slim') at `input_path`,
     with the `options` they need (`inception_jax.weights.options_from_variables`)."""
-    from inception_jax import imagenet
-    from inception_jax.models import model_class
     return cls(model, dict(options), model_class(model).default_size,
                imagenet.RECORDS.get(options['num_classes']),
                f'{source}:{wd.absolute(input_path)}')
@@ -278,9 +277,8 @@ class ModelRecord:
 
   def resolved_options(self) -> dict[str, Any]:
     """Every option of the network: the recorded value (tuples for JSON lists), else the default."""
-    from inception_jax.models import model_class, options
     cls = model_class(self.model)
-    defaults = {name: getattr(cls, name) for name in options(self.model)}
+    defaults = {name: getattr(cls, name) for name in model_options(self.model)}
     recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
     return {**defaults, **{k: v for k, v in recorded.items() if k in defaults}}
 
@@ -290,8 +288,9 @@ class ModelRecord:
     return {k: recorded[k] for k in keys if recorded[k] != getattr(network, k)}
 
 
-def config_flags(options: dict[str, Any]) -> str:
-  """`--config.model.KEY=VALUE` flags that set `options`, quoted where the shell needs it."""
+def config_overrides(options: dict[str, Any]) -> str:
+  """The config overrides, `--config.model.KEY=VALUE`, that make a training run build the network
+  of `options` (a checkpoint's recorded options), quoted where the shell needs it."""
   flags = [f'--config.model.{key}={value}' for key, value in options.items()]
   return ' '.join(f"'{flag}'" if ' ' in flag else flag for flag in flags)
 

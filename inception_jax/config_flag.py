@@ -22,6 +22,9 @@ from ml_collections import config_flags
 
 from inception_jax import errors
 
+# The flag belongs to the command that calls `define` (its --help lists it), not to this module.
+flags.disclaim_key_flags()
+
 HELP = ('The config: a name (demo, irv2, finetune:iv3, ...; NAME:ARG passes ARG to its '
         'get_config) or a config file (configs/irv2.py, path/to/mine.py:ARG); configs/NAME.py '
         'names the packaged config where no such file exists in the current directory.')

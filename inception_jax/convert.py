@@ -21,21 +21,31 @@ same `weights.ConversionError`, whose `names` lists every tensor a message shows
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
+from typing import NamedTuple
 
+from absl import flags
 import jax
 
-from inception_jax import errors
+from inception_jax import checkpoint, cli, errors, startup, weights, workdir as wd
 
 SOURCES = ('timm', 'keras', 'slim')
+
+
+class Arguments(NamedTuple):
+  """The command's flags, as `explain` reads them."""
+  source: str
+  model: str
+  input: str
+  output: str
+  background: str = 'drop'
+  no_aux: bool = False
 
 
 def convert(source: str, model: str, input_path: str, background: str = 'drop',
             aux_logits=None):
   """(variables, record) of `input_path` converted from `source`."""
-  from inception_jax import checkpoint, weights
   if source == 'keras':
     variables = weights.from_keras(input_path, model)
   elif source == 'timm':
@@ -48,20 +58,19 @@ def convert(source: str, model: str, input_path: str, background: str = 'drop',
   return variables, checkpoint.ModelRecord.for_conversion(model, options, source, input_path)
 
 
-def _command(args: argparse.Namespace, **changes: str) -> str:
+def _command(args: Arguments, **changes: str) -> str:
   """The command line of `args`, with `changes` to its flags (e.g. model='inception_v3')."""
-  flags = {'source': args.source, 'model': args.model, 'input': args.input, 'output': args.output}
+  values = {'source': args.source, 'model': args.model, 'input': args.input, 'output': args.output}
   if args.background != 'drop':
-    flags['background'] = args.background
-  flags.update(changes)
-  words = [f'--{k}={v}' for k, v in flags.items()] + (['--no_aux'] if args.no_aux else [])
+    values['background'] = args.background
+  values.update(changes)
+  words = [f'--{k}={v}' for k, v in values.items()] + (['--no_aux'] if args.no_aux else [])
   return ' '.join(['python -m inception_jax.convert', *map(shlex.quote, words)])
 
 
-def _fix(error: Exception, args: argparse.Namespace) -> dict[str, str]:
+def _fix(error: Exception, args: Arguments) -> dict[str, str]:
   """The flags to change so that `args` converts: the one model that the input fits, or the source
   that reads it (and the model it fits there, which takes converting it); {} when unknown."""
-  from inception_jax import weights
   if isinstance(error, weights.FileFormatError) and error.source:
     fix = {'source': error.source}
     try:
@@ -77,9 +86,8 @@ def _fix(error: Exception, args: argparse.Namespace) -> dict[str, str]:
   return {}
 
 
-def explain(error: Exception, args: argparse.Namespace) -> str:
+def explain(error: Exception, args: Arguments) -> str:
   """The few lines that tell a person why `args` did not convert, and the command that would."""
-  from inception_jax import weights
   if isinstance(error, weights.FileFormatError):
     message = str(error)
   elif isinstance(error, weights.ConversionError):
@@ -90,38 +98,42 @@ def explain(error: Exception, args: argparse.Namespace) -> str:
     message = str(error)
   fix = _fix(error, args)
   if fix:
-    flags = ' '.join(f'--{k}={v}' for k, v in fix.items())
-    message += f'\nTo convert it, rerun with {flags}:\n  {_command(args, **fix)}'
+    changed = ' '.join(f'--{k}={v}' for k, v in fix.items())
+    message += f'\nTo convert it, rerun with {changed}:\n  {_command(args, **fix)}'
   return message
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--source', required=True, choices=SOURCES)
-  parser.add_argument('--model', required=True, help='e.g. inception_resnet_v2')
-  parser.add_argument('--input', required=True,
-                      help='the file (or TF1 checkpoint prefix) to convert')
-  parser.add_argument('--output', required=True, help='directory for the Orbax checkpoint')
-  parser.add_argument('--background', choices=('drop', 'keep'), default='drop',
-                      help="TF-slim's 1001st class (index 0): drop it (1000 classes) or keep it")
-  parser.add_argument('--no_aux', action='store_true',
-                      help="TF-slim: leave the auxiliary head out even when the checkpoint has one")
-  args = parser.parse_args(argv)
-  from inception_jax import startup, workdir as wd
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_enum('source', None, SOURCES, 'Where the weights come from.', **define)
+  flags.DEFINE_string('model', None, 'The network to convert to, e.g. inception_resnet_v2.',
+                      **define)
+  flags.DEFINE_string('input', None, 'The file (or TF1 checkpoint prefix) to convert.', **define)
+  flags.DEFINE_string('output', None, 'Directory for the Orbax checkpoint.', **define)
+  flags.DEFINE_enum('background', 'drop', ['drop', 'keep'], 'TF-slim\'s 1001st class (index 0): '
+                    'drop it (1000 classes) or keep it.', **define)
+  flags.DEFINE_bool('no_aux', False, 'TF-slim: leave the auxiliary head out even when the '
+                    'checkpoint has one.', **define)
+  flags.mark_flags_as_required(['source', 'model', 'input', 'output'], flag_values)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
+  args = Arguments(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.background,
+                   FLAGS.no_aux)
   startup.start()
-  with errors.reported():
-    wd.check(args.output, '--output')
+  wd.check(args.output, '--output')
   exists = os.path.exists(args.input) or os.path.exists(args.input + '.index')
   if not exists:
     prefix = ' (a TF1 checkpoint is named by its prefix: x.ckpt for x.ckpt.index)'
-    parser.error(f'--input {args.input} does not exist{prefix if args.source == "slim" else ""}.')
-  from inception_jax import checkpoint, weights
-  with errors.reported():
-    try:
-      variables, record = convert(args.source, args.model, args.input, args.background,
-                                  False if args.no_aux else None)
-    except (weights.ConversionError, OSError, ImportError) as e:
-      raise errors.UserError(explain(e, args)) from e
+    raise errors.MissingError(f'--input {args.input} does not exist'
+                              f'{prefix if args.source == "slim" else ""}.')
+  try:
+    variables, record = convert(args.source, args.model, args.input, args.background,
+                                False if args.no_aux else None)
+  except (weights.ConversionError, OSError, ImportError) as e:
+    raise errors.UserError(explain(e, args)) from e
   checkpoint.save_variables(args.output, variables, record)
   count = sum(x.size for x in jax.tree_util.tree_leaves(variables['params']))
   print(f'Wrote {args.model} ({count:,} parameters, options {record.options}) from {args.input} '
@@ -129,4 +141,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(define_flags, main)

@@ -1,10 +1,10 @@
 """Errors whose message is the whole story, and how the programs report them.
 
-A `UserError` says what is wrong, where, and the fix; the programs (`main`, `predict`, `convert`,
-`prepare`) print its message alone, as `error: ...` on stderr, and exit with status 2: no traceback
-around it. `INCEPTION_JAX_TRACEBACK=1` brings the traceback back (for a bug report). For the Python
-API they are ordinary exceptions: `ConfigError` is a `ValueError`, `MissingError` a
-`FileNotFoundError`.
+A `UserError` says what is wrong, where, and the fix; the commands (every `python -m
+inception_jax.X`, run by `inception_jax.cli`) print its message alone, as `error: ...` on stderr,
+and exit with status 2 (a `faults.Fault`, 75): no traceback around it. `INCEPTION_JAX_TRACEBACK=1`
+brings the traceback back (for a bug report). For the Python API they are ordinary exceptions:
+`ConfigError` is a `ValueError`, `MissingError` a `FileNotFoundError`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import os
 import sys
 from typing import Iterator, Sequence
 
+from absl import flags
+from ml_collections import config_flags
+
 TRACEBACK = 'INCEPTION_JAX_TRACEBACK'
 EXIT_STATUS = 2
 
 
 class UserError(Exception):
-  """An error a person fixes by changing a setting, a flag or a file; its message names them."""
+  """An error that the person running the program puts right, and whose message says how: a
+  setting, a flag or a file to change (`ConfigError`, `MissingError`), or, for a `faults.Fault`,
+  something outside the settings (a full disk, a lost process) to see to before rerunning."""
 
 
 class ConfigError(UserError, ValueError):
@@ -119,20 +124,27 @@ def joined_others() -> bool:
   return getattr(state, 'client', None) is not None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (for `app.run(main, flags_parser=parse_flags)`), with a bad flag, a bad
-  config override (e.g. a misspelt field) or an error in the config file in one or two lines."""
-  from absl import flags
-  from ml_collections import config_flags
+# absl's flags that print the usage and exit (with status 1): asking for help is no failure.
+HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?')
+
+
+def parse_flags(argv: list[str], flag_values=None) -> list[str]:
+  """absl's flag parsing (for `app.run(main, flags_parser=parse_flags)`; of `flag_values`, default
+  absl's FLAGS), with a bad flag, a bad config override (e.g. a misspelt field) or an error in the
+  config file in one or two lines; `--help` and its kind exit with status 0."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
-    remaining = flags.FLAGS(argv)
-    for name in flags.FLAGS:
-      flag = flags.FLAGS[name]
+    remaining = flag_values(argv)
+    for name in flag_values:
+      flag = flag_values[name]
       if flag.value is not None and type(flag.value).__name__ == '_ErrorConfig':
         # ml_collections defers a config file's load error to its first use.
           raise FileNotFoundError(f'--{name}={config_flags.get_config_filename(flag)}: no such '
                                   'config file (paths are relative to the current directory).')
     return remaining
+  except SystemExit as e:
+    asked = any(a.lstrip('-').partition('=')[0] in HELP_FLAGS for a in argv[1:])
+    sys.exit(0 if asked and e.code == 1 else e.code)
   except Exception as e:  # pylint: disable=broad-except
     if show_traceback():
       raise

@@ -40,33 +40,47 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from absl import app, flags
+from absl import flags
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
 
-from inception_jax import errors, startup, workdir as wd
+from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.errors import ConfigError
+from inception_jax.network import load_network
+from inception_jax.steps import hits, normalize
 
 PROTOCOLS = (1, 10, 12, 144)
 PROGRESS_SECONDS = 10.0
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or training workdirs); '
-                  'several form an ensemble.')
-flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.')
-flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
-                    '(default: what the first checkpoint was trained on, else imagenet2012).')
-flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
-                    'the one the first checkpoint was trained from, else TFDS\'s).')
-flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
-                    'else the dataset\'s validation or test split; a folder\'s sub-directory).')
-flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
-                     'forward pass), a multiple of the devices.')
-flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
-                  'parameters.')
-flags.DEFINE_bool('json', False, 'Print one JSON record per row after the table.')
-flags.DEFINE_string('output', None, 'Where to write the records (default: '
-                    'FIRST_CHECKPOINT/evaluation.json).')
-flags.DEFINE_string('dump_crops', None, 'Directory for PNG files of the first image\'s crops.')
-flags.mark_flags_as_required(['checkpoint'])
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_list('checkpoint', None, 'Checkpoint directories (converted, or training '
+                    'workdirs); several form an ensemble.', **define)
+  flags.DEFINE_list('crops', ['1'], f'Protocols to evaluate, of {", ".join(map(str, PROTOCOLS))}.',
+                    **define)
+  flags.DEFINE_string('dataset', None, 'imagenet2012, cifar10, folder:PATH, digits or synthetic '
+                      '(default: what the first checkpoint was trained on, else imagenet2012).',
+                      **define)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (imagenet2012, cifar10; default: '
+                      'the one the first checkpoint was trained from, else TFDS\'s).', **define)
+  flags.DEFINE_string('split', None, 'Split to evaluate (default: the training run\'s eval split, '
+                      'else the dataset\'s validation or test split; a folder\'s sub-directory).',
+                      **define)
+  flags.DEFINE_integer('batch_size', None, 'Images per global batch (default: about 128 crops per '
+                       'forward pass), a multiple of the devices.', **define)
+  flags.DEFINE_enum('params', 'ema', ['ema', 'raw'], 'A training workdir\'s averaged (ema) or raw '
+                    'parameters.', **define)
+  flags.DEFINE_bool('json', False, 'Print one JSON record per row after the table.', **define)
+  flags.DEFINE_string('output', None, 'Where to write the records (default: '
+                      'FIRST_CHECKPOINT/evaluation.json).', **define)
+  flags.DEFINE_string('dump_crops', None, 'Directory for PNG files of the first image\'s crops.',
+                      **define)
+  flags.mark_flags_as_required(['checkpoint'], flag_values)
 
 
 def parse_protocols(values: Sequence[str]) -> tuple[int, ...]:
@@ -101,7 +115,6 @@ class Member:
 
 def load_member(path: str, params: str) -> Member:
   """The network at `path` as the training job evaluated it (its recorded options)."""
-  from inception_jax.network import load_network
   model, variables, record = load_network(path, params)
   return Member(path, record, model, variables)
 
@@ -147,9 +160,8 @@ def data_settings(member: Member, dataset: Optional[str] = None, data_dir: Optio
 def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
                 batch_size: int):
   """The eval split of dataset `name` in batches of `batch_size` images, as the job reads it."""
-  import jax
-  import ml_collections
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import create_source, preprocessing
   config = ml_collections.ConfigDict({
       'name': name, 'data_dir': data_dir, 'eval_split': split, 'image_size': image_size,
@@ -162,6 +174,7 @@ def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_
 
 def crop_batches(source, protocols, sizes, batch_size: int):
   """`data.crops.crop_batches`, looked up here (benchmarks/evaluate.py times it)."""
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import crops
   return crops.crop_batches(source, protocols, sizes, batch_size)
 
@@ -169,10 +182,7 @@ def crop_batches(source, protocols, sizes, batch_size: int):
 def probabilities_fn(member: Member, mesh_sharding):
   """Jitted: uint8 crops [images * crops, size, size, 3] -> mean probabilities [images, classes]
   over each image's crops."""
-  import jax
-  import jax.numpy as jnp
 
-  from inception_jax.steps import normalize
 
   @functools.partial(jax.jit, static_argnums=2, out_shardings=mesh_sharding)
   def probabilities(variables, images, crops_per_image):
@@ -189,9 +199,7 @@ def probabilities_fn(member: Member, mesh_sharding):
 def correct(probabilities, labels, mask):
   """Masked counts of top-1 and top-5 hits (as the training job's eval counts them), and of the
   images."""
-  import jax.numpy as jnp
 
-  from inception_jax.steps import hits
   return (*hits(probabilities, labels, mask), jnp.sum(mask))
 
 
@@ -218,9 +226,8 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
              progress: bool = True) -> list[dict[str, Any]]:
   """Evaluates `paths` (one checkpoint or an ensemble) with each of `protocols`; one record per
   (model or ensemble, protocol): top-1/top-5 accuracy and error (%), images."""
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]
   dataset, data_dir, split = data_settings(members[0], dataset, data_dir, split)
@@ -262,6 +269,7 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
       eta = datetime.timedelta(seconds=int((total - first.images) / max(rate, 1e-9)))
       print(f'evaluated {int(first.images):,}/{total:,} images  {rate:.1f} img/s  ETA {eta}',
             flush=True)
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data.encoded import report_skipped
   report_skipped(getattr(source, 'read_eval', None), 'evaluation')
 
@@ -291,12 +299,11 @@ def table(records: list[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
   startup.start()
-  import jax
 
+  # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import crops
   output = FLAGS.output or wd.join(FLAGS.checkpoint[0], wd.EVALUATION)
   with errors.reported():
@@ -323,4 +330,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(define_flags, main)

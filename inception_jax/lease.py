@@ -30,6 +30,7 @@ import time
 from typing import Callable, Optional
 
 from absl import logging
+from filelock import FileLock
 
 from inception_jax import faults, workdir as wd
 
@@ -77,7 +78,6 @@ class _Local:
 
   def __init__(self, path: str):
     self.path = path
-    from filelock import FileLock
     self._lock = FileLock(path + '.lock')
 
   def read(self) -> tuple[Optional[dict], Optional[str]]:
@@ -133,6 +133,7 @@ class _Object:
   STORAGE_EMULATOR_HOST); its generation is the object's."""
 
   def __init__(self, path: str):
+    # deferred: the GCS client loads only for a gs:// workdir
     from google.api_core import exceptions
     from google.cloud import storage
     bucket, _, name = path[len('gs://'):].partition('/')
@@ -140,6 +141,7 @@ class _Object:
     self._conflicts = (exceptions.PreconditionFailed, exceptions.NotFound)
 
   def read(self) -> tuple[Optional[dict], Optional[int]]:
+    # deferred: the GCS client loads only for a gs:// workdir
     from google.api_core import exceptions
     try:
       data = self.blob.download_as_bytes()  # sets blob.generation to the generation read

@@ -16,34 +16,39 @@ import os
 import sys
 import traceback
 
-from absl import app, flags
+from absl import flags
 
-from inception_jax import config_flag, errors, startup
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
-flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0, for multi-process runs outside Cloud TPU and SLURM.')
-flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
-flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
-flags.DEFINE_float('peer_timeout', 60.0,
-                   'Seconds without a heartbeat after which a multi-process run counts a process '
-                   'as lost, and the least time without a step after which it counts one that the '
-                   'others wait for as stuck; they then stop, saying which, within about this '
-                   'time.')
-config_flag.define('config')
-flags.mark_flags_as_required(['config', 'workdir'])
+from inception_jax import cli, config_flag, distributed, errors, startup, stopping, supervise
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from inception_jax import distributed, stopping, supervise
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.',
+                      **define)
+  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for multi-process '
+                      'runs outside Cloud TPU and SLURM.', **define)
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).',
+                       **define)
+  flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).',
+                       **define)
+  flags.DEFINE_float('peer_timeout', 60.0,
+                     'Seconds without a heartbeat after which a multi-process run counts a process '
+                     'as lost, and the least time without a step after which it counts one that '
+                     'the others wait for as stuck; they then stop, saying which, within about '
+                     'this time.', **define)
+  config_flag.define('config', flag_values)
+  flags.mark_flags_as_required(['config', 'workdir'], flag_values)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
   if distributed.joins_others(FLAGS.coordinator_address) and supervise.wanted():
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   stopping.StopWatcher.exit_at_once = True
   try:
     startup.start()
+    # deferred: train loads TensorFlow, which a supervising parent (supervise.run) never needs
     from inception_jax import train
     with errors.reported():
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
@@ -62,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(define_flags, main)

@@ -15,13 +15,14 @@ import os
 import socket
 import struct
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from absl import logging
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from inception_jax import workdir as wd
+from inception_jax.errors import MissingError
 
 FILE = wd.METRICS  # in the workdir
 
@@ -31,6 +32,19 @@ def read_rows(path: str) -> Optional[list[dict]]:
   if not wd.exists(path):
     return None
   return [json.loads(line) for line in wd.read_text(path).splitlines() if line.strip()]
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The rows of `workdir`'s metrics.jsonl (for `inception_jax.plot` and `inception_jax.report`);
+  an error naming the workdir when it has none, or an empty one."""
+  path = wd.join(workdir, FILE)
+  rows = read_rows(path)
+  if rows is None:
+    raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
+                       '`python -m inception_jax.main`).')
+  if not rows:
+    raise MissingError(f'{path} is empty: the run has not logged yet.')
+  return rows
 
 
 class EventFile:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
-from inception_jax import workdir as wd
+from inception_jax import checkpoint as ckpt, weights, workdir as wd
 from inception_jax.errors import ConfigError, MissingError
+from inception_jax.models import create, model_class, unstack_blocks
+from inception_jax.models.names import AUX_LOGITS
 
 PARAMS = ('ema', 'raw')  # a training workdir's averaged or raw parameters
 _WHAT = 'a directory written by `python -m inception_jax.convert`, or a training workdir'
@@ -37,9 +39,6 @@ def load_network(path: str, params: str = 'ema', model: Optional[str] = None, *,
   anywhere: the blocks unstacked, no aux head, the runtime options at their defaults (float32, no
   remat).
   """
-  from inception_jax import checkpoint as ckpt, weights
-  from inception_jax.models import create, model_class, unstack_blocks
-  from inception_jax.models.names import AUX_LOGITS
 
   if params not in PARAMS:
     raise ConfigError(f'params={params!r}: a workdir\'s parameters are one of {", ".join(PARAMS)}.')

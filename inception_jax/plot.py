@@ -13,13 +13,14 @@ single eval point (drawn as a marker). Workdirs may be local or on GCS (gs://).
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 from typing import Any, Optional, Sequence
 
-from inception_jax import errors, startup, workdir as wd
-from inception_jax.errors import MissingError
+from absl import flags
+import numpy as np
+
+from inception_jax import cli, errors, startup, workdir as wd
 from inception_jax.models import diagnostics
 
 _error = lambda v: 100 * (1 - v)
@@ -39,19 +40,6 @@ PANELS = {
 BASIC = ('eval_top1', 'eval_top5', 'loss', 'learning_rate')  # drawn by default, then diagnostics
 FORMATS = ('png', 'svg', 'pdf')
 DPI = 100
-
-
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The rows of `workdir`'s metrics.jsonl; an error naming the workdir when it has none."""
-  from inception_jax import metrics  # TensorBoard's writer, loaded when first needed
-  path = wd.join(workdir, wd.METRICS)
-  rows = metrics.read_rows(path)
-  if rows is None:
-    raise MissingError(f'{workdir} has no metrics.jsonl: pass training workdirs (the --workdir of '
-                       '`python -m inception_jax.main`).')
-  if not rows:
-    raise MissingError(f'{path} is empty: the run has not logged yet.')
-  return rows
 
 
 def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], str]:
@@ -74,6 +62,7 @@ def figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None,
   if unknown:
     raise errors.ConfigError(f'--metrics: unknown {", ".join(unknown)}; choose from '
                              f'{", ".join(PANELS)}.')
+  from inception_jax.metrics import read_metrics  # TensorBoard's writer, loaded when first needed
   runs = [read_metrics(w) for w in workdirs]
   if metrics is None:
     metrics = [*BASIC, *(k for k in PANELS if k not in BASIC
@@ -115,6 +104,7 @@ def _figure(size: tuple[int, int], rows: int, columns: int):
   """A figure of `size` pixels with a grid of axes, made without pyplot: no backend is chosen and
   no figure is kept alive by pyplot, so it works alike in programs and notebooks (where it shows
   as the value of a cell)."""
+  # deferred: matplotlib loads only to draw
   from matplotlib.figure import Figure
   fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout='constrained')
   return fig, fig.subplots(rows, columns, squeeze=False)
@@ -125,7 +115,6 @@ def feature_maps(activations: Any, count: int = 16, columns: int = 8, title: str
   """A figure of the `count` most active channels (largest mean) of a feature map, [height,
   width, channels] (or one image of a batch, [1, ...]), each drawn on its own scale; `image`, when
   given, is drawn first (uint8, or floats in [-1, 1] as the networks take them)."""
-  import numpy as np
   maps = np.asarray(activations, np.float32)
   if maps.ndim == 4 and maps.shape[0] == 1:
     maps = maps[0]
@@ -156,39 +145,45 @@ def feature_maps(activations: Any, count: int = 16, columns: int = 8, title: str
   return fig
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m inception_jax.plot',
-                                   description=__doc__.splitlines()[0])
-  parser.add_argument('workdirs', nargs='+', metavar='WORKDIR')
-  parser.add_argument('--output', required=True, help='FILE.png (or .svg, .pdf)')
-  parser.add_argument('--labels', help='comma-separated names of the runs (default: the '
-                      'workdirs\' names)')
-  parser.add_argument('--size', help='WIDTHxHEIGHT in pixels (default: 640x400 per panel)')
-  parser.add_argument('--metrics', help=f'comma-separated panels, of {", ".join(PANELS)} '
-                      '(default: the first four, then the diagnostics the runs recorded)')
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`); the workdirs are its
+  arguments."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('output', None, 'FILE.png (or .svg, .pdf).', **define)
+  flags.DEFINE_list('labels', None, 'Comma-separated names of the runs (default: the workdirs\' '
+                    'names).', **define)
+  flags.DEFINE_string('size', None, 'WIDTHxHEIGHT in pixels (default: 640x400 per panel).',
+                      **define)
+  flags.DEFINE_list('metrics', None, f'Comma-separated panels, of {", ".join(PANELS)} (default: '
+                    'the first four, then the diagnostics the runs recorded).', **define)
+  flags.mark_flags_as_required(['output'], flag_values)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  workdirs = list(argv[1:])
+  if not workdirs:
+    raise errors.ConfigError('Name the training workdirs after the flags: python -m '
+                             'inception_jax.plot WORKDIR [WORKDIR ...] --output=curves.png.')
   startup.start()
-  extension = os.path.splitext(args.output)[1].lstrip('.').lower() or 'png'
+  extension = os.path.splitext(FLAGS.output)[1].lstrip('.').lower() or 'png'
   if extension not in FORMATS:
-    parser.error(f'--output {args.output}: the formats are {", ".join(FORMATS)} (by extension).')
+    raise errors.ConfigError(f'--output {FLAGS.output}: the formats are {", ".join(FORMATS)} (by '
+                             'extension).')
   size = None
-  if args.size:
+  if FLAGS.size:
     try:
-      size = tuple(int(n) for n in args.size.lower().split('x'))
+      size = tuple(int(n) for n in FLAGS.size.lower().split('x'))
     except ValueError:
       size = ()
     if len(size) != 2 or min(size) < 100:
-      parser.error(f'--size {args.size}: give WIDTHxHEIGHT in pixels, each at least 100, '
-                   'e.g. --size=1600x1000.')
-  with errors.reported():
-    for workdir in args.workdirs:
-      wd.check(workdir, 'WORKDIR')
-    wd.check(args.output, '--output')
-    fig = figure(args.workdirs, args.labels.split(',') if args.labels else None,
-                 args.metrics.split(',') if args.metrics else None, size)
-  with errors.reported():
-    save(fig, args.output, extension)
-  print(f'Wrote {args.output}')
+      raise errors.ConfigError(f'--size {FLAGS.size}: give WIDTHxHEIGHT in pixels, each at least '
+                               '100, e.g. --size=1600x1000.')
+  for workdir in workdirs:
+    wd.check(workdir, 'WORKDIR')
+  wd.check(FLAGS.output, '--output')
+  fig = figure(workdirs, FLAGS.labels, FLAGS.metrics, size)
+  save(fig, FLAGS.output, extension)
+  print(f'Wrote {FLAGS.output}')
 
 
 def save(fig, path: str, extension: str) -> None:
@@ -205,4 +200,4 @@ def save(fig, path: str, extension: str) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(define_flags, main)

@@ -13,20 +13,22 @@ reported on stderr and the others are still classified; the exit status is then 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Optional, Sequence
 
+from absl import flags
+import jax
 import numpy as np
 
-from inception_jax import errors
+from inception_jax import cli, errors, imagenet, startup, tf_import, workdir as wd
 from inception_jax.errors import ConfigError
+from inception_jax.models.names import LOGITS
+from inception_jax.network import load_network
 
 
 def label_names(classes, num_classes: int) -> list[str]:
   """What to print for each of the `num_classes` outputs, from a model record's `classes` entry
   (ImageNet's: the short name and the WordNet ID)."""
-  from inception_jax import imagenet
   if classes is None:
     classes = imagenet.RECORDS.get(num_classes)
   if classes in imagenet.RECORDS.values():
@@ -47,10 +49,7 @@ class Predictor:
   """A network and its variables, ready to classify encoded images."""
 
   def __init__(self, checkpoint: str, model: Optional[str] = None, params: str = 'ema'):
-    import jax
 
-    from inception_jax.models.names import LOGITS
-    from inception_jax.network import load_network
 
     # Blocks unstacked, no aux head, the runtime options at their defaults (float32, no remat).
     self.model, variables, record = load_network(checkpoint, params, model, as_trained=False,
@@ -64,6 +63,7 @@ class Predictor:
 
   def preprocess(self, encoded: bytes) -> np.ndarray:
     """Encoded JPEG/PNG/GIF/BMP bytes -> a float32 [size, size, 3] image in [-1, 1]."""
+    # deferred: data/ loads TensorFlow, only when images are read
     from inception_jax.data import preprocessing
     image = preprocessing.eval_image(encoded, self.image_size).numpy()
     return image.astype(np.float32) / 127.5 - 1.0
@@ -78,40 +78,45 @@ class Predictor:
     return [[(self.names[i], float(p[i])) for i in row] for row, p in zip(order, probabilities)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--checkpoint', required=True,
-                      help='directory from inception_jax.convert, or a training workdir')
-  parser.add_argument('--model', help='network name, when the checkpoint has no model.json')
-  parser.add_argument('--top', type=int, default=5, help='classes to print per image')
-  parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
-  parser.add_argument('images', nargs='+', metavar='IMAGE')
-  args = parser.parse_args(argv)
-  from inception_jax import startup, tf_import, workdir as wd
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`); the images are its arguments."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('checkpoint', None, 'Directory from inception_jax.convert, or a training '
+                      'workdir.', **define)
+  flags.DEFINE_string('model', None, 'Network name, when the checkpoint has no model.json.',
+                      **define)
+  flags.DEFINE_integer('top', 5, 'Classes to print per image.', **define)
+  flags.DEFINE_integer('batch', 16, 'Images per forward pass.', **define)
+  flags.mark_flags_as_required(['checkpoint'], flag_values)
+
+
+def main(argv: Sequence[str], FLAGS: flags.FlagValues) -> int:
+  paths = list(argv[1:])
+  if not paths:
+    raise ConfigError('Name the images to classify after the flags: python -m '
+                      'inception_jax.predict --checkpoint=DIR IMAGE [IMAGE ...].')
   startup.start()
-  with errors.reported():
-    wd.check(args.checkpoint, '--checkpoint')
-  if not wd.isdir(args.checkpoint):
-    parser.error(f'--checkpoint {args.checkpoint} is not a directory.')
+  wd.check(FLAGS.checkpoint, '--checkpoint')
+  if not wd.isdir(FLAGS.checkpoint):
+    raise ConfigError(f'--checkpoint {FLAGS.checkpoint} is not a directory.')
   tf = tf_import.tensorflow()
-  with errors.reported():
-    predictor = Predictor(args.checkpoint, args.model)
+  predictor = Predictor(FLAGS.checkpoint, FLAGS.model)
 
   failed = 0
   ready: list[tuple[str, np.ndarray]] = []
 
-  batch = max(1, min(args.batch, len(args.images)))
+  batch = max(1, min(FLAGS.batch, len(paths)))
 
   def flush():
     if ready:
       images = np.stack([image for _, image in ready])
-      for (path, _), top in zip(ready, predictor.top(images, args.top, batch)):
+      for (path, _), top in zip(ready, predictor.top(images, FLAGS.top, batch)):
         print(path)
         for rank, (name, p) in enumerate(top, 1):
           print(f'  {rank}. {100 * p:6.2f}%  {name}')
       ready.clear()
 
-  for path in args.images:
+  for path in paths:
     try:
       ready.append((path, predictor.preprocess(wd.read_bytes(path))))
     except (tf.errors.OpError, OSError, ValueError) as e:
@@ -123,9 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       flush()
   flush()
   if failed:
-    print(f'{failed} of {len(args.images)} images could not be read.', file=sys.stderr)
+    print(f'{failed} of {len(paths)} images could not be read.', file=sys.stderr)
   return 1 if failed else 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(define_flags, main)

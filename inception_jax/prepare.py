@@ -23,10 +23,11 @@ it starts over, deleting the partial output that the interrupted run left. The w
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import fcntl
 import os
 import re
+import shutil
 import socket
 import sys
 import tarfile
@@ -35,7 +36,10 @@ from typing import Iterator
 import urllib.parse
 import urllib.request
 
-from inception_jax import errors, startup, tf_import, workdir as wd
+from absl import flags
+from etils import epath
+
+from inception_jax import cli, errors, imagenet, startup, tf_import, workdir as wd
 from inception_jax.data.datasets import (
   ARRAY_RECORD,
   CIFAR10_FILE,
@@ -57,7 +61,6 @@ from inception_jax.errors import MissingError, UserError
 def _read_tar(path: str, what: str) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
   """The tar archive at `path` and its members, read to its end so that a truncated file fails
   here; an error saying that it is not `what` otherwise."""
-  from etils import epath
   with epath.Path(path).open('rb') as file:
     try:
       archive = tarfile.open(fileobj=file, mode='r:')
@@ -91,7 +94,6 @@ def check_imagenet_val(path: str) -> int:
 
 def check_imagenet_train(path: str) -> int:
   """The number of classes in the training archive; an error when it is not one."""
-  from inception_jax import imagenet
   what = 'the ILSVRC2012 training archive'
   synsets = set(imagenet.wnids())
   expected = ('one tar per class named after its WordNet ID (n01440764.tar ... n15075141.tar), '
@@ -113,7 +115,6 @@ def check_imagenet_train(path: str) -> int:
 
 def check_manual_dir(name: str, manual_dir: str | None) -> None:
   """An error naming the files and where to get them unless `manual_dir` holds them."""
-  from etils import epath
   spec = DATASETS[name]
   if not manual_dir:
     if spec.manual_required:
@@ -155,7 +156,6 @@ def check_online(url: str) -> None:
 def exclusive(dataset_dir: str) -> Iterator[None]:
   """Holds a lock on `dataset_dir` (local ones), so that a second run fails rather than deleting
   the partial output of a first one that is still running."""
-  import fcntl
   os.makedirs(dataset_dir, exist_ok=True)
   handle = os.open(dataset_dir, os.O_RDONLY)
   try:
@@ -172,8 +172,8 @@ def exclusive(dataset_dir: str) -> Iterator[None]:
 def remove_leftovers(dataset_dir: str) -> None:
   """Deletes the partial output of interrupted runs: TFDS writes into `incomplete.*` and renames
   it when done, so anything left under that name is from a run that never finished."""
-  import shutil
 
+  # deferred: TFDS loads TensorFlow, only to prepare
   from tensorflow_datasets.core import constants
   for entry in sorted(os.listdir(dataset_dir)):
     if entry.startswith(constants.INCOMPLETE_PREFIX):
@@ -185,6 +185,7 @@ def remove_leftovers(dataset_dir: str) -> None:
 def failure(name: str, error: Exception, manual_dir: str | None) -> Exception:
   """`error` from TFDS's preparation as a message with its cause and the fix; `error` itself when
   it is not one of the known kinds (a bug: its traceback is wanted)."""
+  # deferred: TFDS loads TensorFlow, only to prepare
   from tensorflow_datasets.core.download import download_manager
   if isinstance(error, ImportError):
     return missing_module(name, error)
@@ -207,6 +208,7 @@ def failure(name: str, error: Exception, manual_dir: str | None) -> Exception:
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> str:
   """Prepares `name` in `data_dir` unless it is there already; returns its directory."""
   try:
+    # deferred: TFDS loads TensorFlow, only to prepare
     import tensorflow_datasets as tfds
     with quiet_tfds():
       builder = tfds.builder(name, data_dir=data_dir)
@@ -246,6 +248,7 @@ def staged(name: str, builder, config) -> None:
   """Prepares `name` in a local temporary directory, then copies it to `builder`'s object store
   (ArrayRecord's writer and TFDS's extractor write local files only); dataset_info.json, which
   tells TFDS that the data is prepared, comes last."""
+  # deferred: TFDS loads TensorFlow, only to prepare
   import tensorflow_datasets as tfds
   with tempfile.TemporaryDirectory(prefix='inception_jax_prepare_') as staging:
     local = tfds.builder(name, data_dir=staging)
@@ -254,36 +257,41 @@ def staged(name: str, builder, config) -> None:
     wd.copy_tree(local.data_dir, builder.data_dir, last=('dataset_info.json',))
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      prog='python -m inception_jax.prepare', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('dataset', choices=list(DATASETS), metavar='DATASET',
-                      help=f'one of {", ".join(DATASETS)}')
-  parser.add_argument('--data_dir', required=True,
-                      help='TFDS data directory to write (local or gs://); the job reads it with '
-                           '--config.dataset.data_dir')
-  parser.add_argument('--manual_dir',
-                      help=f'imagenet2012: the directory holding {IMAGENET_TRAIN} and '
-                           f'{IMAGENET_VAL}. cifar10 (optional, for machines without internet): '
-                           f'the directory holding {CIFAR10_FILE}')
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`); the dataset is its argument."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory to write (local or gs://); the job '
+                      'reads it with --config.dataset.data_dir.', **define)
+  flags.DEFINE_string('manual_dir', None, f'imagenet2012: the directory holding {IMAGENET_TRAIN} '
+                      f'and {IMAGENET_VAL}. cifar10 (optional, for machines without internet): '
+                      f'the directory holding {CIFAR10_FILE}.', **define)
+  flags.mark_flags_as_required(['data_dir'], flag_values)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  if len(argv) != 2:
+    given = f' (given: {" ".join(argv[1:])})' if len(argv) > 1 else ''
+    raise errors.ConfigError(f'Name one dataset to prepare, of {", ".join(DATASETS)}{given}: '
+                             'python -m inception_jax.prepare DATASET --data_dir=DATA_DIR.')
+  if argv[1] not in DATASETS:
+    raise errors.ConfigError(f'{argv[1]!r} is not a dataset to prepare: choose one of '
+                             f'{", ".join(DATASETS)}.')
+  dataset = argv[1]
   startup.start()
   # Absolute, unless URLs: the printed flags work from anywhere.
-  data_dir = wd.absolute(args.data_dir)
-  manual_dir = args.manual_dir and wd.absolute(args.manual_dir)
+  data_dir = wd.absolute(FLAGS.data_dir)
+  manual_dir = FLAGS.manual_dir and wd.absolute(FLAGS.manual_dir)
   try:
-    with errors.reported():
-      wd.check(data_dir, '--data_dir')
-      wd.check(manual_dir, '--manual_dir')
-      where = prepare(args.dataset, data_dir, manual_dir)
+    wd.check(data_dir, '--data_dir')
+    wd.check(manual_dir, '--manual_dir')
+    where = prepare(dataset, data_dir, manual_dir)
   except KeyboardInterrupt:
     sys.stderr.write('\nInterrupted. Rerun the same command to start over.\n')
     sys.exit(130)
-  print(f'{args.dataset} is in {where}. Train on it with --config.dataset.data_dir={data_dir}, '
-        f'e.g.\n  python -m inception_jax.main --config={DATASETS[args.dataset].config} '
+  print(f'{dataset} is in {where}. Train on it with --config.dataset.data_dir={data_dir}, '
+        f'e.g.\n  python -m inception_jax.main --config={DATASETS[dataset].config} '
         f'--workdir=WORKDIR --config.dataset.data_dir={data_dir}')
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(define_flags, main)

@@ -1,7 +1,7 @@
 """Training runs compared in words, computed from their logs (what the figures of
 `inception_jax.plot` show, read off the numbers).
 
-`describe(workdirs, labels)` returns sentences on: whether any network died the paper's way
+`compare_runs(workdirs, labels)` returns sentences on: whether any network died the paper's way
 (Section 3.3: only zeros entering the average pool), how the zeros and the residual ratios moved,
 the eval error at the first evaluation (how fast each run learned) and at the last, and whether the
 final differences exceed what the eval set's size can resolve. Nothing is written in advance: a
@@ -16,7 +16,6 @@ import os
 from typing import Any, Optional, Sequence
 
 from inception_jax.models import diagnostics
-from inception_jax.plot import read_metrics
 
 # A run counts as dead when half its pre-pool channels were zero for a whole batch, or nearly all
 # its pre-pool activations were zero (the paper: "only zeros").
@@ -33,6 +32,7 @@ class Run:
 
   @classmethod
   def read(cls, workdir: str, label: str) -> 'Run':
+    from inception_jax.metrics import read_metrics  # TensorBoard's writer, loaded when needed
     rows = read_metrics(workdir)
     return cls(label, [r for r in rows if 'eval_top1' in r], [r for r in rows if 'loss' in r])
 
@@ -129,7 +129,7 @@ def eval_errors(runs: Sequence[Run]) -> list[str]:
   return sentences
 
 
-def describe(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None) -> list[str]:
+def compare_runs(workdirs: Sequence[str], labels: Optional[Sequence[str]] = None) -> list[str]:
   """Sentences comparing the runs in `workdirs` (see the module's docstring)."""
   labels = list(labels or [os.path.basename(os.path.normpath(w)) for w in workdirs])
   runs = [Run.read(w, label) for w, label in zip(workdirs, labels)]

@@ -163,7 +163,8 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
                       'with the dataset settings it started with, or train in a new workdir.')
   if differences:
     raise ConfigError(f'{workdir} holds checkpoints of another network than this config builds; '
-                      f'resume with {ckpt.config_flags(differences)}, or train in a new workdir.')
+                      f'resume with {ckpt.config_overrides(differences)}, or train in a new '
+                      'workdir.')
 
 
 def check_same_scopes(workdir: str, old: ckpt.ModelRecord | None, new: ckpt.ModelRecord) -> None:
@@ -203,7 +204,7 @@ def check_pretrained(path: str, name: str, network: InceptionNetwork) -> None:
   differences = record.differences(network, keys)
   if differences:
     raise ConfigError(f'config.init_from={path} was built with other model options; set '
-                      f'{ckpt.config_flags(differences)}.')
+                      f'{ckpt.config_overrides(differences)}.')
 
 
 def merge_pretrained(variables: Any, loaded: Any,

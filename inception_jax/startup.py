@@ -32,6 +32,7 @@ def start() -> None:
   # with it etils and fsspec).
   from inception_jax import faults
   faults.quiet_library_faults()
+  # deferred: `import inception_jax` loads no absl; programs do
   from absl import flags, logging
   if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
     logging.set_verbosity(logging.WARNING)

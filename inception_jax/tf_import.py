@@ -32,6 +32,7 @@ def set_defaults() -> None:
 @functools.cache
 def tensorflow():
   """The `tensorflow` module, with GPUs and TPUs hidden from it (it only feeds the host side)."""
+  # deferred: the point of this module (TensorFlow loads when first needed)
   import tensorflow as tf
   for kind in ('GPU', 'TPU'):
     if not tf.config.list_physical_devices(kind):

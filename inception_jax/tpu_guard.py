@@ -64,6 +64,7 @@ def platforms_chosen() -> bool:
   if 'JAX_FORCE_TPU_INIT' in os.environ:
     return True
   if 'jax' in sys.modules:  # JAX_PLATFORMS as JAX read it at its import, or as set since
+    # deferred: runs from `import inception_jax`, before JAX may load
     import jax
     return bool(jax.config.jax_platforms)
   return bool(os.environ.get('JAX_PLATFORMS'))
@@ -92,6 +93,7 @@ def _guard_tpu_backend() -> None:
   compile-only TPU devices of `inception_jax.aot` do not use the backend (JAX's
   `make_pjrt_tpu_topology` loads libtpu itself). Uses jax.extend's `register_backend_factory`, and
   JAX's registry (private) for the factory it replaces; where either is missing, does nothing."""
+  # deferred: runs once JAX is imported (the import hook)
   from jax._src import xla_bridge
   registration = getattr(xla_bridge, '_backend_factories', {}).get('tpu')
   if registration is None or getattr(registration.factory, 'inception_jax_guard', False):
@@ -106,6 +108,7 @@ def _guard_tpu_backend() -> None:
     return original()
 
   guarded.inception_jax_guard = True
+  # deferred: runs once JAX is imported (the import hook)
   from jax.extend import backend
   backend.register_backend_factory('tpu', guarded, priority=registration.priority,
                                    fail_quietly=registration.fail_quietly)

@@ -204,6 +204,7 @@ def check(p: Optional[str], flag: str) -> None:
   except ImportError as e:
     raise ConfigError(f'{flag}={p}: {e}.') from None
   if kind == 'gs' and not emulated():
+    # deferred: Google auth loads only for a gs:// path
     import google.auth
     from google.auth import exceptions
     try:

@@ -35,6 +35,7 @@ CACHE_SETTINGS = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
 def _jax_started() -> bool:
   if 'jax' not in sys.modules:
     return False
+  # deferred: runs from `import inception_jax`, before JAX may load
   from jax._src import xla_bridge
   return xla_bridge.backends_are_initialized()
 
@@ -49,6 +50,7 @@ def use_xla_cpu_defaults() -> bool:
   if not missing:
     return True
   if _jax_started():
+    # deferred: runs from `import inception_jax`, before JAX may load
     import jax
     if jax.default_backend() == 'cpu':
       warnings.warn(
@@ -89,6 +91,7 @@ def use_compilation_cache() -> str | None:
     for name, value in CACHE_SETTINGS.items():
       os.environ.setdefault(name, value)
     return os.environ[CACHE_DIR]
+  # deferred: runs from `import inception_jax`, before JAX may load
   import jax
   if jax.config.jax_compilation_cache_dir is None and CACHE_DIR not in os.environ:
     jax.config.update('jax_compilation_cache_dir', default_cache_dir())

@@ -128,7 +128,7 @@ def test_cpu_devices_report_memory_and_no_estimate():
       state_bytes + report['train_batch_bytes'], rel=1e-3)
   assert report['train']['flops'] > 0
   assert report['estimate'] is None  # no peak figures for CPUs
-  text = aot.describe(report)
+  text = aot.report_text(report)
   assert 'fits' in text and 'estimate: none' in text
   with pytest.raises(ConfigError, match='xla_force_host_platform_device_count=64'):
     aot.target('cpu:64')
@@ -297,9 +297,9 @@ def test_tpu_slice_compiles_with_consistent_figures(optimized):
   config.batch_size = 512
   larger = aot.compile_job(config, 'v5e-4', eval_step=False)
   assert larger['train']['flops'] / report['train']['flops'] == pytest.approx(4, rel=0.1)
-  assert 'ESTIMATE' in aot.describe(report)
+  assert 'ESTIMATE' in aot.report_text(report)
   # The tiny config scans its blocks: XLA's count of a loop is its body's, and the report says so.
-  assert guess['undercounted'] and 'TOO LOW' in aot.describe(report)
+  assert guess['undercounted'] and 'TOO LOW' in aot.report_text(report)
   # libtpu's settings are gone again: a process that trains next is no TPU pod.
   assert not {'TPU_WORKER_HOSTNAMES', 'TPU_ACCELERATOR_TYPE'} & set(os.environ)
 
@@ -314,7 +314,7 @@ def test_tpu_batch_that_cannot_fit_is_reported(optimized):
   assert not report['fits'] and report['out_of_memory']
   assert report['required_bytes'] > report['available_bytes'] == aot.CHIPS['v5e'].hbm_gib * GIB
   assert report['spare_bytes'] < 0
-  text = aot.describe(report)
+  text = aot.report_text(report)
   assert 'does not fit by' in text and 'RESOURCE_EXHAUSTED' in text
   assert 'libtpu' not in done.stderr  # its start-up warnings are kept quiet
 

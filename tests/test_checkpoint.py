@@ -41,7 +41,7 @@ def test_differences_name_the_flags_to_pass():
                    repeats=(1, 2, 1), small_inputs=True, scan_blocks=False)
   differences = record.differences(network, network.structure_options)
   assert differences == {'repeats': (1, 1, 1), 'scan_blocks': True}
-  assert ckpt.config_flags(differences) == ("'--config.model.repeats=(1, 1, 1)' "
+  assert ckpt.config_overrides(differences) == ("'--config.model.repeats=(1, 1, 1)' "
                                             '--config.model.scan_blocks=True')
 
 

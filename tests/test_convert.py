@@ -92,7 +92,7 @@ def test_timm_file_with_wrong_model_or_source_says_what_fits(tmp_path):
 
 def test_slim_checkpoint_with_wrong_model_says_what_fits(tmp_path, capsys):
   """In this process (TensorFlow takes seconds to start): the same code as the command's."""
-  from inception_jax import convert
+  from inception_jax import cli, convert
   from inception_jax.models import create
   from inception_jax.models.summary import abstract_variables
   shapes = abstract_variables(create('inception_v3', num_classes=1001), 299)
@@ -100,8 +100,8 @@ def test_slim_checkpoint_with_wrong_model_says_what_fits(tmp_path, capsys):
   write_slim_checkpoint(prefix, jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
                                                        shapes), 'inception_v3')
   with pytest.raises(SystemExit) as exit_:
-    convert.main(['--source=slim', '--model=inception_resnet_v2', f'--input={prefix}',
-                  '--output=unused', '--background=keep'])
+    cli.call(convert, ['--source=slim', '--model=inception_resnet_v2', f'--input={prefix}',
+                       '--output=unused', '--background=keep'])
   error = capsys.readouterr().err
   assert exit_.value.code != 0 and len(error.splitlines()) < 10 and len(error) < 1500
   assert error.startswith(f'error: --input={prefix} does not fit --model=inception_resnet_v2: '

@@ -146,3 +146,47 @@ def test_a_cycle_through_a_function_level_import_is_named(tmp_path):
   assert [describe(edges, c) for c in cycles(edges)] == [
       'pkg.a -> pkg.sub.b (line 3 of pkg.a) -> pkg.sub.c (line 1 of pkg.sub.b) '
       '-> pkg.a (line 2 of pkg.sub.c)']
+
+
+def unexplained_deferred_imports(root: str, package: str) -> list[str]:
+  """'file:line: import ...' for each import inside a function of `package` with no comment saying
+  why it is deferred: on its line, on the line above, or on the first line of the run of import
+  lines it belongs to (one comment for a group)."""
+  found = []
+  for file in modules(root, package).values():
+    with open(file) as f:
+      source = f.read()
+    lines = source.splitlines()
+    functions = [node for node in ast.walk(ast.parse(source))
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    deferred = {n.lineno for node in functions for n in ast.walk(node)
+                if isinstance(n, (ast.Import, ast.ImportFrom))}
+    for line in sorted(deferred):
+      first = line
+      while first - 1 in deferred and '#' not in lines[first - 1]:
+        first -= 1
+      if '#' not in lines[first - 1] and not lines[first - 2].lstrip().startswith('#'):
+        found.append(f'{os.path.relpath(file, root)}:{line}: {lines[line - 1].strip()}')
+  return found
+
+
+@pytest.mark.quick
+def test_every_import_in_a_function_says_why_it_is_deferred():
+  """Imports stand at the top of a module; one put in a function (TensorFlow loaded only when data
+  are read, JAX only after aot's environment, an optional dependency) carries a comment saying
+  why."""
+  found = unexplained_deferred_imports(ROOT, PACKAGE)
+  assert not found, ('imports in functions without a comment saying why (move them to the top, '
+                     'or say why not):\n' + '\n'.join(found))
+
+
+def test_an_unexplained_deferred_import_is_named(tmp_path):
+  package = tmp_path / 'pkg'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  (package / 'a.py').write_text(
+      'import os\n\n\ndef f():\n  # deferred: heavy\n  import json\n  import csv\n'
+      '  return json\n\n\n'
+      'def g():\n  import re  # deferred: the point\n  import abc\n  return re\n\n\n'
+      'def h():\n  x = 1\n  import glob\n  return glob, x\n')
+  assert unexplained_deferred_imports(str(tmp_path), 'pkg') == ['pkg/a.py:19: import glob']

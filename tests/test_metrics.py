@@ -6,7 +6,7 @@ import os
 import pytest
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 
-from inception_jax import metrics, workdir as wd
+from inception_jax import errors, metrics, workdir as wd
 from inception_jax.metrics import MetricWriter
 
 pytestmark = pytest.mark.quick  # the first tier: README, "Testing"
@@ -85,3 +85,15 @@ def test_an_evaluation_replaced_at_the_last_step_shows_once(tmp_path):
     scalars = tensorboard(root, loader)
     assert scalars['eval_top1'] == [(4, pytest.approx(0.004)), (8, 0.5)]
     assert scalars['loss'] == [(s, pytest.approx(s / 100)) for s in (2, 4, 6, 8)]
+
+
+def test_read_metrics_names_a_workdir_without_rows(tmp_path):
+  """plot's and report's reader: the rows, or an error saying what the workdir lacks."""
+  with pytest.raises(errors.MissingError, match=f'{tmp_path} has no metrics.jsonl: pass training '
+                     'workdirs'):
+    metrics.read_metrics(str(tmp_path))
+  (tmp_path / wd.METRICS).write_text('\n')
+  with pytest.raises(errors.MissingError, match='is empty: the run has not logged yet'):
+    metrics.read_metrics(str(tmp_path))
+  (tmp_path / wd.METRICS).write_text('{"step": 2, "loss": 1.5}\n')
+  assert metrics.read_metrics(str(tmp_path)) == [{'step': 2, 'loss': 1.5}]

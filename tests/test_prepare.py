@@ -3,8 +3,8 @@ CIFAR-10, and the job's errors for data it cannot read.
 
 No network: ImageNet is prepared from archives anyway; CIFAR-10 from --manual_dir, with TFDS's
 checksum of the real archive swapped for the fake's (the only thing patched). The ImageNet run,
-one error and --help run the command as a user does; the rest call its main() in this process:
-the same code without the start-up time.
+one error and --help run the command as a user does; the rest run it in this process
+(`inception_jax.cli.call`): the same code without the start-up time.
 """
 
 import importlib.resources
@@ -17,7 +17,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from inception_jax import errors, imagenet, prepare, tf_import
+from inception_jax import cli, errors, imagenet, prepare, tf_import
 from inception_jax.data import create_source
 
 from train_utils import ROOT, assert_near_chance_over, environment, metrics, tiny_config
@@ -45,7 +45,7 @@ def run_prepare(*args):
 def prepare_here(capsys, *args):
   """The command's (exit status, stdout, stderr), run in this process."""
   try:
-    prepare.main([str(a) for a in args])
+    cli.call(prepare, args)
     status = 0
   except SystemExit as e:
     status = e.code
@@ -305,7 +305,8 @@ def test_prepare_errors_name_the_files_and_where_to_get_them(tmp_path, capsys):
           'it holds n01440764_10026.JPEG', 'one tar per class', 'n01440764.tar']),
       'truncated_train': ('imagenet2012', ['unexpected end of data', 'incomplete download']),
       'no_cifar': ('cifar10', [f'has no {prepare.CIFAR10_FILE}', prepare.CIFAR10_URL]),
-      'unknown_dataset': ('mnist', ["invalid choice: 'mnist'", 'imagenet2012', 'cifar10']),
+      'unknown_dataset': ('mnist', ["'mnist' is not a dataset to prepare", 'imagenet2012',
+                                  'cifar10']),
   }
   for name, (dataset, texts) in cases.items():
     args = [dataset, f'--data_dir={tmp_path / "data" / name}']

@@ -30,7 +30,7 @@ def workdir(tmp_path, name, fractions, errors, channels=None, ratios=None, examp
 def test_a_dying_run_is_named_with_its_epoch(tmp_path):
   alive = workdir(tmp_path, 'a', [0.2, 0.25, 0.3], [60, 20], ratios=(0.9, 0.7, 0.5))
   dead = workdir(tmp_path, 'b', [0.3, 0.995, 1.0], [80, 90], channels=[0, 0.1, 0.9])
-  words = report.describe([alive, dead], ['scale 0.1', 'scale 1.0'])
+  words = report.compare_runs([alive, dead], ['scale 0.1', 'scale 1.0'])
   assert words[0].startswith('scale 1.0 died at epoch 2: from then on')
   assert not any('scale 0.1 died' in w for w in words)
   assert words[1] == ('Zeros entering the average pool, first log line -> last: 0.20 -> 0.30 '
@@ -49,7 +49,7 @@ def test_a_dying_run_is_named_with_its_epoch(tmp_path):
 def test_final_differences_are_weighed_against_the_eval_set(tmp_path, examples, verdict):
   runs = [workdir(tmp_path, name, [0.1, 0.1], [30, error], examples=examples)
           for name, error in (('x', 10.0), ('y', 11.0))]
-  words = report.describe(runs)
+  words = report.compare_runs(runs)
   assert words[0] == ('No run died: the largest fraction of zeros entering the average pool was '
                       '0.10 (x, epoch 1), and no channel was ever zero for a whole batch.')
   assert words[-1].startswith(f'The final errors span 1.0 points, {verdict} what {examples:,} '
@@ -60,6 +60,6 @@ def test_runs_without_diagnostics_or_evaluations(tmp_path):
   directory = tmp_path / 'plain'
   directory.mkdir()
   (directory / 'metrics.jsonl').write_text(json.dumps({'step': 1, 'loss': 2.0}) + '\n')
-  assert report.describe([str(directory)]) == [
+  assert report.compare_runs([str(directory)]) == [
       'No run recorded the dying-network diagnostics (config.diagnostics).',
       'No run has evaluated yet.']

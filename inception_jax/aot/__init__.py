@@ -36,18 +36,18 @@ compile, 2 a setting to fix.
 #   compile.py      the job's steps compiled for a target: the report (compile_job)
 #   roofline.py     the estimate of a step's speed (estimate)
 #   search.py       the largest per-chip batch that fits (find_max_batch)
-#   report.py       the report as text (describe)
+#   report.py       the report as text (report_text)
 #   __main__.py     the command: its flags and main
 
 from inception_jax.aot.analysis import OUT_OF_MEMORY, costs, memory, nbytes
 from inception_jax.aot.chips import CHIPS, CPU_PREFIX, GIB, SLICES, Chip, Slice, known_topologies
 from inception_jax.aot.compile import compile_job, data_source
 from inception_jax.aot.environment import Target, libtpu_missing, prepare_environment, target
-from inception_jax.aot.report import describe
+from inception_jax.aot.report import report_text
 from inception_jax.aot.roofline import estimate
 from inception_jax.aot.search import find_max_batch
 
 __all__ = ['CHIPS', 'CPU_PREFIX', 'Chip', 'GIB', 'OUT_OF_MEMORY', 'SLICES', 'Slice', 'Target',
-           'compile_job', 'costs', 'data_source', 'describe', 'estimate', 'find_max_batch',
+           'compile_job', 'costs', 'data_source', 'estimate', 'find_max_batch',
            'known_topologies', 'libtpu_missing', 'memory', 'nbytes', 'prepare_environment',
-           'target']
+           'report_text', 'target']

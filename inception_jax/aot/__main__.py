@@ -4,28 +4,27 @@ environment JAX needs set first. Its usage (--help) is the package's docstring."
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from inception_jax import aot, config_flag, errors, startup
-
-FLAGS = flags.FLAGS
+from inception_jax import aot, cli, config_flag, errors, startup
 
 
-def define_flags() -> None:
-  """The command's flags: defined when it runs, not on import (absl refuses a flag defined twice,
-  e.g. --json by another program importing this module)."""
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
   flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type (v4-8, v5e-16, v5p-128, '
-                      'v6e-64, ...) or cpu:N (this machine\'s CPU, as N devices).')
-  flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.')
-  flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.')
-  flags.DEFINE_bool('json', False, 'Print the report as one JSON record.')
-  config_flag.define('config')
-  flags.mark_flags_as_required(['config', 'topology'])
+                      'v6e-64, ...) or cpu:N (this machine\'s CPU, as N devices).', **define)
+  flags.DEFINE_bool('find_max_batch', False, 'Search the largest per-chip batch that fits.',
+                    **define)
+  flags.DEFINE_integer('batch_step', 8, 'Resolution of --find_max_batch, in images per chip.',
+                       **define)
+  flags.DEFINE_bool('json', False, 'Print the report as one JSON record.', **define)
+  config_flag.define('config', flag_values)
+  flags.mark_flags_as_required(['config', 'topology'], flag_values)
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
   startup.start()
   say = lambda line: print(line, file=sys.stderr, flush=True)
   with errors.reported():
@@ -41,11 +40,10 @@ def main(argv) -> None:
       report = aot.find_max_batch(FLAGS.config, where, FLAGS.batch_step, progress=say)
     else:
       report = aot.compile_job(FLAGS.config, where)
-  print(json.dumps(report) if FLAGS.json else aot.describe(report), flush=True)
+  print(json.dumps(report) if FLAGS.json else aot.report_text(report), flush=True)
   sys.exit(0 if report['fits'] else 1)
 
 
 if __name__ == '__main__':
   __doc__ = aot.__doc__  # absl's --help prints the main module's docstring: the command's usage
-  define_flags()
-  app.run(main, flags_parser=errors.parse_flags)
+  cli.run(define_flags, main)

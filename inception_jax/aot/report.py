@@ -1,4 +1,4 @@
-"""The report as text (`describe`): what was compiled, its memory per chip and verdict, the
+"""The report as text (`report_text`): what was compiled, its memory per chip and verdict, the
 estimate and the batch search's outcome."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from inception_jax.aot.chips import GIB
 
 
-def describe(report: dict[str, Any]) -> str:
+def report_text(report: dict[str, Any]) -> str:
   """The report as text."""
   lines = [_job_line(report)]
   if 'error' in report:

@@ -35,7 +35,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from inception_jax import tf_import
+from inception_jax import tf_import, workdir as wd
+from inception_jax.data import preprocessing
+from inception_jax.data.encoded import EncodedSource
 
 tf = tf_import.tensorflow()
 
@@ -183,7 +185,6 @@ def crop_key(protocol: int, size: int) -> str:
 def example_dataset(source):
   """This process's eval examples, padded like the job's eval: (image, label, valid) with the image
   encoded (TFDS, folders) or decoded (in-memory sources); and whether it is encoded."""
-  from inception_jax.data.encoded import EncodedSource
   if isinstance(source, EncodedSource):
     return source.eval_examples(), True
   batches = list(source.eval_batches())  # small in-memory splits (digits, synthetic)
@@ -193,7 +194,6 @@ def example_dataset(source):
 
 def crop_fn(protocols: Sequence[int], sizes: Sequence[int], encoded: bool):
   """(image, label, valid) -> ({crop_key: uint8 [crops, size, size, 3]}, label, valid)."""
-  from inception_jax.data import preprocessing
 
   def make(image, label, valid):
     full = None
@@ -226,7 +226,6 @@ def crop_batches(source, protocols, sizes, batch_size: int) -> Iterator[tuple[di
 
 def dump_crops(directory: str, source, protocols, size: int) -> None:
   """PNG files of the first eval image's crops, named after the protocol and each crop."""
-  from inception_jax import workdir as wd
   examples, encoded = example_dataset(source)
   image, _, _ = next(iter(examples))
   full = tf.io.decode_image(image, channels=3, expand_animations=False) if encoded else image

@@ -16,6 +16,7 @@ EVAL_SIZE = 297
 
 
 def load(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  # deferred: scikit-learn takes a second to load, only for its data
   from sklearn.datasets import load_digits
 
   digits = load_digits()

@@ -22,6 +22,7 @@ TRAIN_PART = 0.6  # the left part of each photograph that training crops come fr
 
 def photographs() -> dict[str, np.ndarray]:
   """{'china': uint8 [427, 640, 3], 'flower': ...}: scikit-learn's bundled sample images."""
+  # deferred: scikit-learn takes a second to load, only for its data
   from sklearn.datasets import load_sample_image
   return {name: np.asarray(load_sample_image(f'{name}.jpg'), np.uint8) for name in PHOTOGRAPHS}
 

@@ -39,6 +39,7 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
   claimed only when TFDS finds no prepared copy."""
   if isinstance(error, ImportError):
     return datasets.missing_module(name, error)
+  # deferred: TFDS loads seconds of modules, only for a TFDS dataset
   import tensorflow_datasets as tfds
   try:
     with datasets.quiet_tfds():
@@ -53,6 +54,7 @@ def _unreadable(name: str, data_dir: str | None, error: Exception) -> Exception:
   if builder:
     root, where = builder.data_dir_root, builder.data_dir
   else:
+    # deferred: TFDS, only for a TFDS dataset
     from tensorflow_datasets.core import constants
     root = data_dir or constants.DATA_DIR
     where = wd.join(root, name)
@@ -77,6 +79,7 @@ def _data_source(name: str, split: str, data_dir: str | None):
   """The split's records by index. Its first and last records are read here: a damaged or
   missing file fails now rather than mid-training."""
   try:
+    # deferred: TFDS loads seconds of modules, only for a TFDS dataset
     import tensorflow_datasets as tfds
     with datasets.quiet_tfds():
       source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,

@@ -7,27 +7,32 @@ Shapes only: nothing is compiled or computed, so this takes seconds on a laptop.
 
 from __future__ import annotations
 
-import argparse
+from absl import flags
 
+from inception_jax import cli, errors
 from inception_jax.models.summary import zoo, zoo_table
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--size', type=int, default=299, help='input height and width in pixels')
-  parser.add_argument('--num_classes', type=int, default=1000)
-  parser.add_argument('--bn_scale', action='store_true',
-                      help='count BatchNorm gamma too (timm counts it; TF-slim has none)')
-  parser.add_argument('--small_inputs', action='store_true',
-                      help='small-image mode (e.g. --size=32 for CIFAR-10)')
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags (the convention of `inception_jax.cli`)."""
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_integer('size', 299, 'Input height and width in pixels.', **define)
+  flags.DEFINE_integer('num_classes', 1000, 'Classes of the classifier.', **define)
+  flags.DEFINE_bool('bn_scale', False, 'Count BatchNorm gamma too (timm counts it; TF-slim has '
+                    'none).', **define)
+  flags.DEFINE_bool('small_inputs', False, 'Small-image mode (e.g. --size=32 for CIFAR-10).',
+                    **define)
+
+
+def main(argv, FLAGS: flags.FlagValues) -> None:
+  cli.flags_only(argv)
   try:
-    rows = zoo(args.size, num_classes=args.num_classes, bn_scale=args.bn_scale,
-               small_inputs=args.small_inputs)
+    rows = zoo(FLAGS.size, num_classes=FLAGS.num_classes, bn_scale=FLAGS.bn_scale,
+               small_inputs=FLAGS.small_inputs)
   except ValueError as e:
-    parser.error(str(e))
-  print(zoo_table(rows, args.size))
+    raise errors.ConfigError(str(e)) from e
+  print(zoo_table(rows, FLAGS.size))
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(define_flags, main)

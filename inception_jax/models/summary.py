@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from inception_jax.models.registry import create, list_models
+
 
 def image_spec(size: int | tuple[int, int], batch: int = 1) -> jax.ShapeDtypeStruct:
   height, width = (size, size) if isinstance(size, int) else size
@@ -68,7 +70,6 @@ def zoo(size: int = 299, **options: Any) -> list[dict[str, Any]]:
   """Every registered model's parameters, MACs and output at `size` x `size` with `options`
   (e.g. `num_classes=1000, bn_scale=True`), from shapes alone: nothing is compiled or run. A size
   below a model's minimum is a `ValueError` naming it."""
-  from inception_jax.models.registry import create, list_models
   rows = []
   for name in list_models():
     model = create(name, **options)

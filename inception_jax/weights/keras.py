@@ -44,6 +44,7 @@ def _creation_key(name: str) -> tuple[int, int, str]:
 def _h5_shapes(path: str) -> _Shapes:
   """The weight shapes in a Keras `.h5` file, by layer: the legacy format of `keras.applications`'
   downloads (`layer_names`) or Keras 3's `.weights.h5` (`layers/<name>/vars/<i>`)."""
+  # deferred: h5py and Keras are optional (Keras weights only)
   import h5py
 
   shapes: dict[str, list[tuple[int, ...]]] = {}
@@ -67,6 +68,7 @@ def _model_shapes(keras_model) -> _Shapes:
 
 def _read(model_or_path: Any) -> tuple[Union[Any, str], _Shapes]:
   """(a `keras.Model`, or the path of an `.h5` weights file to load into one; the weight shapes)."""
+  # deferred: Keras is optional (Keras weights only)
   import keras
 
   if isinstance(model_or_path, keras.Model):
@@ -96,6 +98,7 @@ def _fits(shapes: _Shapes, model_name: str) -> bool:
 def _load_app(path: str, shapes: _Shapes, model_name: str):
   """Keras' application `model_name` with the weights of the `.h5` file `path` (whose shapes are
   checked first: Keras' own error for a file of another model is hundreds of lines)."""
+  # deferred: Keras is optional (Keras weights only)
   import keras
 
   if not _fits(shapes, model_name):

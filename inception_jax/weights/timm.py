@@ -119,6 +119,7 @@ def read_state_dict(path: str) -> dict[str, Any]:
   that reads it."""
   found = files.file_format(path)
   if found == 'safetensors':
+    # deferred: safetensors, torch and huggingface_hub are optional (timm weights only)
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
     try:
@@ -128,6 +129,7 @@ def read_state_dict(path: str) -> dict[str, Any]:
   if found != 'torch':
     raise files.wrong_format(path, found, "a timm state dict (.safetensors or PyTorch's .pth)")
   try:
+    # deferred: torch is optional (.pth files only)
     import torch
   except ImportError as e:
     raise ImportError(f'Reading {path} needs PyTorch (pip install torch), or convert the '
@@ -292,6 +294,7 @@ def pretrained_file(model_name: str, directory: str, download: bool = True) -> W
   repo = TIMM_HUB[model_name]
   if download:
     try:
+      # deferred: optional (timm weights only)
       from huggingface_hub import hf_hub_download
       path = hf_hub_download(repo, 'model.safetensors')
       return WeightsFile(path, True, f'timm\'s weights from huggingface.co/{repo}')
@@ -301,6 +304,7 @@ def pretrained_file(model_name: str, directory: str, download: bool = True) -> W
       why = f'{type(e).__name__}: {first_line(e, default="no message")}'
   else:
     why = 'downloading was switched off'
+  # deferred: optional (timm weights only)
   from safetensors.numpy import save_file
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f'{model_name}_random_timm_layout.safetensors')
