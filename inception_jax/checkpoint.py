@@ -256,7 +256,7 @@ class ModelRecord:
   def write(self, directory: str) -> None:
     wd.makedirs(directory)
     fields = dataclasses.asdict(self)
-    for name in ('trainable_scopes', 'export'):  # fields added later: left out where unset, as before
+    for name in ('trainable_scopes', 'export'):  # added later: left out where unset, as before
       if fields[name] is None:
         del fields[name]
     wd.write_atomically(wd.join(directory, MODEL_INFO),
