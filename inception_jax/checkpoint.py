@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from inception_jax import faults, imagenet, workdir as wd
 from inception_jax.errors import ConfigError, MissingError, first_line
+from inception_jax.frozen import patterns
 from inception_jax.models import model_class, options as model_options
 from inception_jax.steps import options_from_config
 
@@ -239,7 +240,6 @@ class ModelRecord:
     data_dir = config.dataset.get('data_dir') or None
     data = {'name': config.dataset.name, 'data_dir': data_dir and wd.absolute(data_dir),
             'eval_split': config.dataset.get('eval_split') or None}
-    from inception_jax.frozen import patterns
     scopes = ','.join(patterns(config.get('trainable_scopes'))) or None
     return cls(config.model.name, options, source.image_shape[0], source.classes,
                f'trained on {config.dataset.name}', data, scopes)

@@ -16,6 +16,7 @@ import numpy as np
 from inception_jax import frozen, workdir as wd
 from inception_jax.errors import ConfigError
 from inception_jax.models import create, model_class
+from inception_jax.steps import init_variables, options_from_config
 
 
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -77,7 +78,6 @@ def check_trainable_scopes(config: ml_collections.ConfigDict) -> None:
   of blocks (`frozen.trainable_mask`); traces the network's shapes only, computing nothing."""
   if not frozen.patterns(config.get('trainable_scopes')):
     return
-  from inception_jax.steps import init_variables, options_from_config
   network = create(config.model.name, **options_from_config(config, num_classes=2))
   size = config.dataset.image_size
   shapes = jax.eval_shape(lambda: init_variables(network, (size, size, 3), 0))

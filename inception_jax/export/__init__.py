@@ -24,6 +24,7 @@ from typing import Iterable, Optional, Sequence
 
 from inception_jax import workdir as wd
 from inception_jax.errors import ConfigError
+from inception_jax.export import onnx, record as rec, savedmodel, stablehlo, tflite
 
 FORMATS = ('savedmodel', 'tflite', 'tflite_int8', 'onnx', 'stablehlo')
 EXTRA = 'pip install -e ".[export]"'
@@ -49,7 +50,6 @@ def check_installed(formats: Sequence[str]) -> None:
       raise ConfigError('--format=onnx needs the onnx package, which is not installed: '
                         f'install the export extra, {EXTRA}, and jax2onnx (inception_jax/export/'
                         'onnx.py says why it is apart).')
-    from inception_jax.export import onnx
     onnx.check_installed()
 
 
@@ -59,25 +59,19 @@ def export(checkpoint: str, output: str, formats: Sequence[str], *, params: str 
   """Exports `checkpoint` to `output/<format>/` for each of `formats` (FORMATS); returns
   {format: the ModelRecord written beside it}. `top`: the classes the SavedModel's bytes signature
   returns; `platforms`: what the SavedModel's and StableHLO's programs are lowered for."""
-  from inception_jax.export import record as rec
-
   formats = parse_formats(formats)
   check_installed(formats)
   exportable = rec.load(checkpoint, params, model)
   records = {}
   if 'stablehlo' in formats:
-    from inception_jax.export import stablehlo
     records['stablehlo'] = stablehlo.export(exportable, wd.join(output, 'stablehlo'), platforms)
   if 'onnx' in formats:
-    from inception_jax.export import onnx
     records['onnx'] = onnx.export(exportable, wd.join(output, 'onnx'))
   if 'savedmodel' in formats:
-    from inception_jax.export import savedmodel
     records['savedmodel'] = savedmodel.export(exportable, wd.join(output, 'savedmodel'), top,
                                               platforms)
   lite = [f for f in formats if f.startswith('tflite')]
   if lite:
-    from inception_jax.export import savedmodel, tflite
     with tempfile.TemporaryDirectory(prefix='inception_jax_export_') as scratch:
       # TFLite converts a SavedModel lowered for CPU alone: the one just written, else its own.
       source = wd.join(output, 'savedmodel')

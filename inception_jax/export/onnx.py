@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import jax
+
 from inception_jax import workdir as wd
 from inception_jax.errors import ConfigError, first_line
 from inception_jax.export import record as rec
@@ -38,8 +40,7 @@ def export(exportable: rec.Exportable, directory: str) -> rec.ModelRecord:
   """Writes `directory/model.onnx` (inputs `images`, outputs `logits`, `probabilities`) and its
   model.json; returns the record."""
   check_installed()
-  import jax
-  import jax2onnx
+  import jax2onnx  # deferred: optional, not in the export extra (the docstring says why)
 
   logits = exportable.logits_fn()
   size = exportable.image_size

@@ -12,9 +12,14 @@ import dataclasses
 import json
 from typing import Any, Callable, NamedTuple, Optional
 
+import jax
 import numpy as np
 
 from inception_jax import checkpoint as ckpt, workdir as wd
+from inception_jax.models import list_models, model_class, options as model_options
+from inception_jax.models.names import LOGITS
+from inception_jax.network import load_network
+from inception_jax.predict import label_names
 
 # What every exported model takes: the evaluation preprocessing of `inception_jax.predict`.
 PREPROCESSING = ('float32 [N, {size}, {size}, 3] RGB images in [-1, 1]: the central 87.5% crop '
@@ -41,7 +46,6 @@ class Exportable(NamedTuple):
 
   def outputs_fn(self) -> Callable:
     """images -> {'logits', 'probabilities'}: what the float signature of every format returns."""
-    import jax
     logits = self.logits_fn()
 
     def outputs(images):
@@ -54,13 +58,6 @@ class Exportable(NamedTuple):
 def load(checkpoint: str, params: str = 'ema', model: Optional[str] = None) -> Exportable:
   """The network of `checkpoint` (a converted checkpoint or a training workdir: its moving average
   of the parameters unless `params='raw'`), ready to export."""
-  import jax
-
-  from inception_jax.models import options as model_options
-  from inception_jax.models.names import LOGITS
-  from inception_jax.network import load_network
-  from inception_jax.predict import label_names
-
   network, variables, record = load_network(checkpoint, params, model, as_trained=False,
                                             model_flag='--model')
   variables = jax.tree_util.tree_map(np.asarray, variables)
@@ -80,7 +77,6 @@ def load(checkpoint: str, params: str = 'ema', model: Optional[str] = None) -> E
 
 
 def _name(network, record) -> str:
-  from inception_jax.models import list_models, model_class
   if record is not None:
     return record.model
   return next(name for name in list_models() if model_class(name) is type(network))

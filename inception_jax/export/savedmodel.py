@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
+
 from inception_jax import tf_import, workdir as wd
 from inception_jax.export import record as rec
 
@@ -28,9 +30,10 @@ BYTES_SIGNATURE = 'classify'
 def export(exportable: rec.Exportable, directory: str, top: int = 5,
            platforms: Sequence[str] = ('cpu',)) -> rec.ModelRecord:
   """Writes the SavedModel to `directory` (with its model.json inside) and returns the record."""
-  import jax
+  # deferred: jax2tf imports TensorFlow, loaded only when a SavedModel is written
   from jax.experimental import jax2tf
 
+  # deferred: data/ loads TensorFlow (its preprocessing is TensorFlow ops saved in the graph)
   from inception_jax.data import preprocessing
   tf = tf_import.tensorflow()
 
@@ -74,6 +77,5 @@ def export(exportable: rec.Exportable, directory: str, top: int = 5,
 
 
 def _outputs(model, variables, images):
-  import jax
   logits = model.apply(variables, images, train=False)
   return {'logits': logits, 'probabilities': jax.nn.softmax(logits, axis=-1)}

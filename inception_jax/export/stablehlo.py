@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
+
 from inception_jax import workdir as wd
 from inception_jax.export import record as rec
 
@@ -21,9 +24,6 @@ FILE = 'model.stablehlo'
 def export(exportable: rec.Exportable, directory: str,
            platforms: Sequence[str] = ('cpu',)) -> rec.ModelRecord:
   """Writes `directory/model.stablehlo` and its model.json; returns the record."""
-  import jax
-  import jax.numpy as jnp
-
   size = exportable.image_size
   batch = jax.export.symbolic_shape('b')[0]
   exported = jax.export.export(jax.jit(exportable.outputs_fn()), platforms=tuple(platforms))(
