@@ -279,8 +279,9 @@ def test_errors_name_the_fix(trained, tmp_path, monkeypatch):
                       lambda name, *a: None if name == 'onnx' else find_spec(name, *a))
   with pytest.raises(ConfigError, match=r'pip install -e "\.\[export\]"'):
     export.check_installed(['savedmodel', 'onnx'])
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'jax2onnx' else find_spec(name, *a))
+  # onnx present (whether or not it is installed here), jax2onnx missing.
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: (
+      None if name == 'jax2onnx' else True if name == 'onnx' else find_spec(name, *a)))
   with pytest.raises(ConfigError, match='needs jax2onnx, which is not installed.*pip install '
                      'jax2onnx'):
     export.check_installed(['onnx'])
