@@ -18,7 +18,7 @@ import traceback
 
 from absl import flags
 
-from inception_jax import cli, config_flag, distributed, errors, startup, stopping, supervise
+from inception_jax import cli, config_flag, errors, startup
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -43,6 +43,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv, FLAGS: flags.FlagValues) -> None:
   cli.flags_only(argv)
+  # deferred: JAX loads once the flags are read (--help and a bad flag answer at once)
+  from inception_jax import distributed, stopping, supervise
   if distributed.joins_others(FLAGS.coordinator_address) and supervise.wanted():
     sys.exit(supervise.run(sys.argv[1:], FLAGS.workdir, FLAGS.coordinator_address))
   stopping.StopWatcher.exit_at_once = True

@@ -73,8 +73,7 @@ def recorded_options(config: ml_collections.ConfigDict, workdir: str
     return config, ''
   cls = model_class(config.model.name)
   taken = {k: tuple(v) if isinstance(v, list) else v for k, v in record.options.items()
-           if k in (*cls.structure_options, *cls.numeric_options)
-           and k not in cls.adaptable_options and v is not None and config.model.get(k) is None}
+           if k in cls.kept_from_pretrained() and v is not None and config.model.get(k) is None}
   if not taken:
     return config, ''
   config = config.copy_and_resolve_references()
@@ -199,9 +198,7 @@ def check_pretrained(path: str, name: str, network: InceptionNetwork) -> None:
   if record.model != name:
     raise ConfigError(f'config.init_from={path} holds {record.model} weights, but '
                       f'config.model.name is {name}.')
-  keys = [k for k in (*network.structure_options, *network.numeric_options)
-          if k not in network.adaptable_options]
-  differences = record.differences(network, keys)
+  differences = record.differences(network, network.kept_from_pretrained())
   if differences:
     raise ConfigError(f'config.init_from={path} was built with other model options; set '
                       f'{ckpt.config_overrides(differences)}.')

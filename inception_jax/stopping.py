@@ -23,10 +23,6 @@ import sys
 import threading
 from typing import Optional
 
-import jax
-from jax._src import distributed
-from jax.experimental import multihost_utils
-
 from inception_jax import errors, faults
 
 EXIT_STATUS = 130  # 128 + SIGINT: what a shell reports for a program ended by Ctrl-C
@@ -62,6 +58,7 @@ class StopWatcher:
     self.preempted = self.interrupted = False
     self.step: Optional[int] = None
     self._previous = {}
+    import jax  # deferred: no JAX until a watcher is made (the module's docstring)
     self._multihost = jax.process_count() > 1
 
   def __enter__(self) -> 'StopWatcher':
@@ -92,6 +89,7 @@ class StopWatcher:
     """Whether to checkpoint `step` and stop (called after each step, by every process)."""
     self.step = step
     if self._multihost:
+      from jax.experimental import multihost_utils  # deferred: as in __init__
       return multihost_utils.reached_preemption_sync_point(step)
     return self.preempted or self.interrupted
 
@@ -107,6 +105,7 @@ class StopWatcher:
 
 
 def _preemption_service() -> bool:
+  from jax._src import distributed  # deferred: as in StopWatcher.__init__
   return distributed.global_state.preemption_sync_manager is not None
 
 

@@ -90,6 +90,13 @@ class InceptionNetwork(nn.Module):
   diagnostic_metrics: ClassVar[tuple[str, ...]] = diagnostics.PRE_POOL
 
   @classmethod
+  def kept_from_pretrained(cls) -> tuple[str, ...]:
+    """The options pretrained variables bring with them: those that shape them or the function
+    they compute (structure and numeric), less what a run starting from them may change."""
+    return tuple(k for k in (*cls.structure_options, *cls.numeric_options)
+                 if k not in cls.adaptable_options)
+
+  @classmethod
   def classifier_scopes(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Variable paths of the layers whose width is `num_classes`: the classifier and the aux
     head's classifier."""
