@@ -5,8 +5,9 @@ One tiny network trained for TRAINED_STEPS steps on the digits, so that its top-
 chance and its top classes are not near-ties (a random or barely trained network's are: int8
 rounding would flip them, and that would measure the ties, not the quantization). Float formats
 match JAX within 1e-4 of the largest logit; the int8 TFLite model agrees on the top-1 class of at
-least 99% of IMAGES digits. Tests that need a runtime of the `export` extra (LiteRT, onnxruntime)
-or jax2onnx skip without it; the SavedModel and StableHLO ones need only the base install.
+least 99% of IMAGES digits. Tests that need the `export` extra (LiteRT, onnxruntime, jax2onnx) skip
+without it (.ci/export installs it and runs them); the SavedModel and StableHLO ones need only the
+base install.
 """
 
 import importlib.util
@@ -22,8 +23,12 @@ import pytest
 from inception_jax import checkpoint as ckpt, export, tf_import
 from inception_jax.errors import ConfigError
 
+from test_readme_examples import DEPLOYING, block, commands, run as run_readme, substitute
 from train_utils import ROOT, environment, run
 
+# One xdist worker runs them all (pytest.ini: --dist loadgroup): the network is trained and exported
+# once, not once per worker.
+pytestmark = pytest.mark.xdist_group('export')
 TRAINED_STEPS = 150
 IMAGES = 512
 TOLERANCE = 1e-4  # relative to the largest |logit|
@@ -60,7 +65,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def formats():
-  """Every format, but ONNX where jax2onnx (not in the export extra) is not installed."""
+  """Every format, but ONNX where the export extra (jax2onnx, onnx) is not installed."""
   try:
     export.check_installed(['onnx'])
     return list(export.FORMATS)
@@ -70,12 +75,15 @@ def formats():
 
 @pytest.fixture(scope='module')
 def exported(trained, formats, tmp_path_factory):
-  """The trained network exported by the command line to every format."""
+  """The trained network exported to every format by README.md's Deploying command (less ONNX
+  where the export extra is not installed), run as written but for the paths."""
   output = str(tmp_path_factory.mktemp('exported'))
-  result = subprocess.run(
-      [sys.executable, '-m', 'inception_jax.export', f'--checkpoint={trained}',
-       f'--output={output}', f'--format={",".join(f for f in formats if f != "tflite_int8")}',
-       '--tflite_int8'], cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=900)
+  text = substitute(block(DEPLOYING).text, [
+      ('/path/to/irv2_export', output), ('--checkpoint=/path/to/irv2', f'--checkpoint={trained}')])
+  if 'onnx' not in formats:
+    text = substitute(text, [(',onnx,', ',')])
+  (words,) = [w for w in commands(text) if w[:3] == ['python', '-m', 'inception_jax.export']]
+  result = run_readme(words, timeout=900)
   assert result.returncode == 0, result.stderr
   for fmt in formats:
     assert os.path.join(output, fmt) in result.stdout
@@ -225,9 +233,7 @@ def test_tflite_int8_agrees_on_top1(exported, reference):
 
 
 @needs_onnxruntime
-@pytest.mark.skipif(importlib.util.find_spec('jax2onnx') is None,
-                    reason='jax2onnx is not installed (the export extra leaves it out: see '
-                    'inception_jax/export/onnx.py)')
+@pytest.mark.skipif(importlib.util.find_spec('jax2onnx') is None, reason=EXTRA)
 def test_onnx_runs_in_onnxruntime(exported, reference):
   import onnxruntime
   images, expected = reference
@@ -273,18 +279,13 @@ def test_errors_name_the_fix(trained, tmp_path, monkeypatch):
   assert 'holds inception_resnet_v2' in result.stderr and 'leave --model out' in result.stderr
   assert not os.listdir(tmp_path)
 
-  import importlib.util
   find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'onnx' else find_spec(name, *a))
-  with pytest.raises(ConfigError, match=r'pip install -e "\.\[export\]"'):
-    export.check_installed(['savedmodel', 'onnx'])
-  # onnx present (whether or not it is installed here), jax2onnx missing.
-  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: (
-      None if name == 'jax2onnx' else True if name == 'onnx' else find_spec(name, *a)))
-  with pytest.raises(ConfigError, match='needs jax2onnx, which is not installed.*pip install '
-                     'jax2onnx'):
-    export.check_installed(['onnx'])
+  for absent in ('onnx', 'jax2onnx'):
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a, absent=absent: (
+        None if name == absent else True if name in ('onnx', 'jax2onnx') else find_spec(name, *a)))
+    with pytest.raises(ConfigError, match=rf'--format=onnx needs {absent}, which is not '
+                       r'installed: install the export extra, pip install -e "\.\[export\]"\.$'):
+      export.check_installed(['savedmodel', 'onnx'])
   export.check_installed(['savedmodel', 'tflite', 'stablehlo'])  # nothing beyond the base install
 
 

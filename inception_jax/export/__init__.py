@@ -18,7 +18,6 @@ Every float input is [N, S, S, 3] in [-1, 1] with N free: the evaluation preproc
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from typing import Iterable, Optional, Sequence
 
@@ -27,7 +26,6 @@ from inception_jax.errors import ConfigError
 from inception_jax.export import onnx, record as rec, savedmodel, stablehlo, tflite
 
 FORMATS = ('savedmodel', 'tflite', 'tflite_int8', 'onnx', 'stablehlo')
-EXTRA = 'pip install -e ".[export]"'
 
 
 def parse_formats(formats: Iterable[str], tflite_int8: bool = False) -> list[str]:
@@ -46,12 +44,7 @@ def parse_formats(formats: Iterable[str], tflite_int8: bool = False) -> list[str
 def check_installed(formats: Sequence[str]) -> None:
   """Raises a ConfigError naming what to install when a converter of `formats` is missing."""
   if 'onnx' in formats:
-    if importlib.util.find_spec('onnx') is None:
-      raise ConfigError('--format=onnx needs the onnx package, which is not installed: '
-                        f'install the export extra, {EXTRA}, and jax2onnx (inception_jax/export/'
-                        'onnx.py says why it is apart).')
     onnx.check_installed()
-
 
 def export(checkpoint: str, output: str, formats: Sequence[str], *, params: str = 'ema',
            model: Optional[str] = None, top: int = 5,

@@ -7,8 +7,8 @@
 Why jax2onnx and not tf2onnx (from the SavedModel or the TFLite model): jax2tf saves the network
 as one `XlaCallModule` op (the only serialization jax 0.10 has), which tf2onnx 1.17 cannot convert,
 and the TFLite model holds `STABLEHLO_REDUCE_WINDOW` (the average pools), a TFLite builtin that
-tf2onnx 1.17 does not know. jax2onnx is not in the `export` extra: it pins
-orbax-checkpoint<0.11.37, and installing it beside this project's newer one downgrades it.
+tf2onnx 1.17 does not know. jax2onnx (0.17.1) pins orbax-checkpoint<0.11.37: with the `export`
+extra, pip resolves Orbax 0.11.36, which this project supports (.ci/export runs the tests there).
 """
 
 from __future__ import annotations
@@ -23,24 +23,23 @@ from inception_jax.export import record as rec
 
 FILE = 'model.onnx'
 OPSET = 23
-INSTALL = ('pip install jax2onnx onnx onnxruntime (jax2onnx pins orbax-checkpoint<0.11.37: pip '
-           'downgrades it, which this project accepts; uv keeps the newer one with '
-           '--override, a file holding orbax-checkpoint==<version>)')
+INSTALL = 'pip install -e ".[export]"'
 
 
 def check_installed() -> None:
+  """Raises a ConfigError naming the extra when the converter or onnx is not installed."""
   missing = [m for m in ('jax2onnx', 'onnx') if importlib.util.find_spec(m) is None]
   if missing:
     verb = 'are' if len(missing) > 1 else 'is'
-    raise ConfigError(f'--format=onnx needs {" and ".join(missing)}, which {verb} not installed '
-                      f'(the export extra leaves jax2onnx out): {INSTALL}.')
+    raise ConfigError(f'--format=onnx needs {" and ".join(missing)}, which {verb} not installed: '
+                      f'install the export extra, {INSTALL}.')
 
 
 def export(exportable: rec.Exportable, directory: str) -> rec.ModelRecord:
   """Writes `directory/model.onnx` (inputs `images`, outputs `logits`, `probabilities`) and its
   model.json; returns the record."""
   check_installed()
-  import jax2onnx  # deferred: optional, not in the export extra (the docstring says why)
+  import jax2onnx  # deferred: optional (the export extra), and slow to import
 
   logits = exportable.logits_fn()
   size = exportable.image_size
