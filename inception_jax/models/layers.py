@@ -256,13 +256,15 @@ class Residual(Mixed):
   def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
     up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.ops.dtype, kernel_init=conv_init,
                  conv_general_dilated=conv_general_dilated, name='Conv2d_1x1')(mixed)
+    scale = self.scale
     if self.learn_scale:
       scale = self.param('residual_scale', nn.initializers.constant(self.scale), (), jnp.float32)
-      branch = scale.astype(up.dtype) * up
-    else:
-      branch = self.scale * up
+      scale = scale.astype(up.dtype)
+    # conv * constant + x, in this order, as timm writes it: onnxruntime folds the scale into the
+    # conv and the sum into the next one's only in that order (ConvMulFusion, NCHWc's Sum input).
+    branch = up * scale
     diagnostics.record_residual(self, self.grid, x, branch)
-    x = x + branch
+    x = branch + x
     return nn.relu(x) if self.activation else x
 
 
