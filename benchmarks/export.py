@@ -7,7 +7,8 @@ format, then times a forward pass at each batch size where a deployment would ru
 SavedModel in TensorFlow, the float and int8 TFLite models in LiteRT, the ONNX model in
 onnxruntime, the StableHLO in JAX (`jax.export.deserialize(...).call` under `jax.jit`), and the
 network itself in JAX for reference; with torch and timm installed, timm's own model exported by
-`torch.onnx.export` in onnxruntime too. Latency: the median of `--runs` calls after `--warmup`.
+`torch.onnx.export` in onnxruntime too. Latency: the median of `--runs` calls after `--warmup`,
+every format called in turn in each round (side by side, so that load changes weigh alike).
 Formats whose converter or runtime is not installed are reported as skipped.
 """
 
@@ -16,6 +17,7 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,15 +64,19 @@ def random_exportable(name: str, size=None) -> rec.Exportable:
   return rec.Exportable(model, variables, record, size, label_names('imagenet', 1000), 'random')
 
 
-def median_ms(call, images, runs: int, warmup: int) -> float:
-  for _ in range(warmup):
-    call(images)
-  times = []
+def interleaved_ms(calls: dict, images, runs: int, warmup: int) -> dict[str, float]:
+  """{name: median latency in ms} of each call on `images`, timed in turns (one call of each per
+  round), so that the machine's load changes weigh on every format alike."""
+  for call in calls.values():
+    for _ in range(warmup):
+      call(images)
+  times = {name: [] for name in calls}
   for _ in range(runs):
-    start = time.perf_counter()
-    call(images)
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call(images)
+      times[name].append(time.perf_counter() - start)
+  return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def runners(fmt: str, directory: str):
@@ -107,18 +113,37 @@ def runners(fmt: str, directory: str):
   raise ValueError(fmt)
 
 
-def timm_onnx(name: str, size: int, directory: str):
-  """timm's model exported by torch.onnx.export: (file, runner), or the reason it cannot run."""
+# Run in a process of its own: torch's export segfaulted in one process with TensorFlow and JAX.
+TIMM_EXPORT = """
+import sys
+import timm
+import torch
+name, size, classes, file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+model = timm.create_model(name, pretrained=False, num_classes=classes).eval()
+# The exporter torch recommends (dynamo), with a free batch like ours.
+torch.onnx.export(model, (torch.zeros(2, 3, size, size),), file, input_names=['images'],
+                  output_names=['logits'], dynamo=True, external_data=False,
+                  dynamic_shapes={'x': {0: torch.export.Dim('N')}})
+"""
+
+
+def timm_onnx(exportable: rec.Exportable, directory: str):
+  """timm's model of the same network, exported by torch.onnx.export: (file, runner), or the
+  reason it is not timed (not installed; not a full-width network of timm's)."""
   missing = [m for m in ('torch', 'timm', 'onnxruntime') if importlib.util.find_spec(m) is None]
   if missing:
     return f'{" and ".join(missing)} not installed'
-  import onnxruntime
-  import timm
-  import torch
-  model = timm.create_model(name, pretrained=False, num_classes=1000).eval()
+  name, size = exportable.record.model, exportable.image_size
+  if name not in ('inception_v3', 'inception_v4', 'inception_resnet_v2'):
+    return f'timm has no {name}'
+  if exportable.record.options.get('depth_multiplier', 1.0) != 1.0:
+    return 'the network is narrower than timm\'s (depth_multiplier)'
   file = os.path.join(directory, 'timm.onnx')
-  torch.onnx.export(model, torch.zeros(1, 3, size, size), file, input_names=['images'],
-                    output_names=['logits'], dynamic_axes={'images': {0: 'N'}})
+  done = subprocess.run([sys.executable, '-c', TIMM_EXPORT, name, str(size),
+                         str(exportable.num_classes), file], capture_output=True, text=True)
+  if done.returncode:
+    return f'torch.onnx.export failed: {done.stderr.strip().splitlines()[-1:]}'
+  import onnxruntime  # deferred: optional
   session = onnxruntime.InferenceSession(file, providers=['CPUExecutionProvider'])
   return file, lambda x: session.run(['logits'], {'images': x.transpose(0, 3, 1, 2).copy()})[0]
 
@@ -140,17 +165,10 @@ def main():
   size = exportable.image_size
   images = {b: np.random.default_rng(b).uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
             for b in batches}
-  rows = []
-
-  def row(name, file, seconds, call):
-    latency = {b: median_ms(call, images[b], args.runs, args.warmup) for b in batches}
-    rows.append({'format': name, 'file_mb': round(size_mb(file), 1) if file else None,
-                 'convert_s': round(seconds, 1) if seconds is not None else None,
-                 **{f'batch{b}_ms': round(latency[b], 2) for b in batches}})
-    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+  found = []  # (name, file or None, conversion seconds or None, images -> logits)
 
   logits = jax.jit(exportable.logits_fn())
-  row('jax (the network)', None, None, lambda x: np.asarray(logits(x)))
+  found.append(('jax (the network)', None, None, lambda x: np.asarray(logits(x))))
   from inception_jax.export import onnx as onnx_format, savedmodel, stablehlo, tflite
   for fmt in formats:
     directory = os.path.join(output, fmt)
@@ -171,17 +189,24 @@ def main():
       print(f'{fmt}: skipped ({e})', file=sys.stderr)
       continue
     seconds = time.perf_counter() - start
+    print(f'{fmt}: exported in {seconds:.1f} s', file=sys.stderr, flush=True)
     call = runners(fmt, directory)
     if isinstance(call, str):
       print(f'{fmt}: exported, not timed ({call})', file=sys.stderr)
       continue
-    row(fmt, directory if fmt == 'savedmodel' else _file(directory), seconds, call)
-  timm = timm_onnx(exportable.record.model, size, output)
+    found.append((fmt, directory if fmt == 'savedmodel' else _file(directory), seconds, call))
+  timm = timm_onnx(exportable, output)
   if isinstance(timm, str):
     print(f'timm ONNX: skipped ({timm})', file=sys.stderr)
   else:
-    row('timm onnx (torch.onnx.export)', timm[0], None, timm[1])
+    found.append(('timm onnx (torch.onnx.export)', timm[0], None, timm[1]))
 
+  calls = {name: call for name, _, _, call in found}
+  latency = {b: interleaved_ms(calls, images[b], args.runs, args.warmup) for b in batches}
+  rows = [{'format': name, 'file_mb': round(size_mb(file), 1) if file else None,
+           'convert_s': round(seconds, 1) if seconds is not None else None,
+           **{f'batch{b}_ms': round(latency[b][name], 2) for b in batches}}
+          for name, file, seconds, _ in found]
   print(table(rows, batches))
   if args.json:
     for r in rows:
