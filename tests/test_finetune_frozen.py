@@ -87,14 +87,22 @@ def test_a_pattern_that_matches_nothing_fails_before_compute_naming_the_scopes()
   config_checks.validate(tu.tiny_config(trainable_scopes='Logits,AuxLogits'))
 
 
-def setup(config, seed=0):
-  """(model, tx, schedule, initial state, batches) for `config` on random images."""
+def start(config, build):
+  """(model, tx, schedule, initial state) for `config`; `build` makes the state from a function
+  (`jax.eval_shape` for its shapes alone)."""
   model = network(config)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch=100)
   tx = optim.make_optimizer(config, schedule)
   size = config.dataset.image_size
-  state = jax.jit(lambda: steps.create_train_state(
-      steps.init_variables(model, (size, size, 3), 0), tx))()
+  state = build(lambda: steps.create_train_state(steps.init_variables(model, (size, size, 3), 0),
+                                                 tx))
+  return model, tx, schedule, state
+
+
+def setup(config, seed=0):
+  """(model, tx, schedule, initial state, batches) for `config` on random images."""
+  model, tx, schedule, state = start(config, lambda init: jax.jit(init)())
+  size = config.dataset.image_size
   rng = np.random.default_rng(seed)
   batches = [{'image': rng.integers(0, 256, (16, size, size, 3), np.uint8),
               'label': rng.integers(0, 10, (16,), np.int32)} for _ in range(3)]
@@ -205,12 +213,8 @@ def test_trainable_variables_get_the_update_of_a_masked_full_fine_tune(scopes, f
 
 
 def conv_count(config, batch_size=16):
-  model = network(config)
-  schedule = optim.learning_rate_schedule(config, steps_per_epoch=100)
-  tx = optim.make_optimizer(config, schedule)
+  model, tx, schedule, state = start(config, jax.eval_shape)
   size = config.dataset.image_size
-  state = jax.eval_shape(lambda: steps.create_train_state(
-      steps.init_variables(model, (size, size, 3), 0), tx))
   batch = {'image': jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.uint8),
            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
   text = jitted_step(config, model, tx, schedule).lower(state, batch).as_text()
