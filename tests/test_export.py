@@ -104,9 +104,12 @@ def reference(trained):
 
 
 def assert_close(outputs, expected):
+  """Each output within TOLERANCE of JAX's, relative to its largest magnitude; prints the error
+  (`pytest tests/test_export.py -rP` shows it: the figures of README's Deploying)."""
   for name in ('logits', 'probabilities'):
     scale = np.abs(expected[name]).max()
     error = np.abs(np.asarray(outputs[name]) - expected[name]).max()
+    print(f'{name}: largest error {error / scale:.2g} of the largest value')
     assert error <= TOLERANCE * scale, f'{name}: {error} > {TOLERANCE} * {scale}'
 
 
@@ -228,6 +231,7 @@ def test_tflite_int8_agrees_on_top1(exported, reference):
   int8 = os.path.join(exported, 'tflite_int8', 'model.tflite')
   outputs = interpreter.Interpreter(model_path=int8).get_signature_runner()(images=images)
   agreement = np.mean(outputs['logits'].argmax(-1) == expected['logits'].argmax(-1))
+  print(f'int8 top-1 agreement: {agreement:.1%}')
   assert agreement >= 0.99, agreement
   assert os.path.getsize(int8) < 0.5 * os.path.getsize(int8.replace('tflite_int8', 'tflite'))
 
