@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import jax
-
 from inception_jax import workdir as wd
 from inception_jax.errors import ConfigError, first_line
 from inception_jax.export import record as rec
@@ -41,12 +39,12 @@ def export(exportable: rec.Exportable, directory: str) -> rec.ModelRecord:
   check_installed()
   import jax2onnx  # deferred: optional (the export extra), and slow to import
 
-  logits = exportable.logits_fn()
+  named = exportable.outputs_fn()
   size = exportable.image_size
 
-  def outputs(images):
-    x = logits(images)
-    return x, jax.nn.softmax(x, axis=-1)
+  def outputs(images):  # in the order of output_names
+    found = named(images)
+    return found['logits'], found['probabilities']
 
   try:
     model = jax2onnx.to_onnx(outputs, [('N', size, size, 3)], model_name=exportable.record.model,

@@ -9,6 +9,7 @@ prints them, and the record that every format writes beside its file (`write`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -46,13 +47,13 @@ class Exportable(NamedTuple):
 
   def outputs_fn(self) -> Callable:
     """images -> {'logits', 'probabilities'}: what the float signature of every format returns."""
-    logits = self.logits_fn()
+    return functools.partial(outputs, self.model, self.variables)
 
-    def outputs(images):
-      x = logits(images)
-      return {'logits': x, 'probabilities': jax.nn.softmax(x, axis=-1)}
 
-    return outputs
+def outputs(model, variables, images) -> dict[str, Any]:
+  """{'logits', 'probabilities'} of `images` ([N, S, S, 3] float32 in [-1, 1]) by `model`."""
+  logits = model.apply(variables, images, train=False)
+  return {'logits': logits, 'probabilities': jax.nn.softmax(logits, axis=-1)}
 
 
 def load(checkpoint: str, params: str = 'ema', model: Optional[str] = None) -> Exportable:

@@ -16,6 +16,7 @@ N is free in both.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -38,8 +39,7 @@ def export(exportable: rec.Exportable, directory: str, top: int = 5,
   tf = tf_import.tensorflow()
 
   size, top = exportable.image_size, min(top, exportable.num_classes)
-  model = exportable.model
-  outputs = lambda variables, images: _outputs(model, variables, images)
+  outputs = functools.partial(rec.outputs, exportable.model)  # (variables, images) -> outputs
   converted = jax2tf.convert(outputs, polymorphic_shapes=[None, f'(b, {size}, {size}, 3)'],
                              with_gradient=False, native_serialization_platforms=tuple(platforms))
 
@@ -74,8 +74,3 @@ def export(exportable: rec.Exportable, directory: str, top: int = 5,
                                     'probabilities': f'float32 [N, {top}]'}}}
   return rec.write(exportable, directory, 'savedmodel', 'saved_model.pb', converter='jax2tf',
                    platforms=list(platforms), signatures=signatures, top=top)
-
-
-def _outputs(model, variables, images):
-  logits = model.apply(variables, images, train=False)
-  return {'logits': logits, 'probabilities': jax.nn.softmax(logits, axis=-1)}
