@@ -80,6 +80,14 @@ EXTRAS_REQUIRE = {
     'tpu': ['jax[tpu]'],
     # JAX's CUDA 12 plugin and NVIDIA's libraries from PyPI (Linux x86-64 and aarch64: GH200).
     'cuda12': ['jax[cuda12]'],
+    # python -m inception_jax.export: SavedModel, TFLite and StableHLO need only the base install
+    # (jax2tf, TensorFlow's converter, jax.export). jax2onnx writes the ONNX model; LiteRT,
+    # onnx and onnxruntime run and check them; orbax-export is jax2onnx's and the choice.
+    # jax2onnx pins orbax-checkpoint<0.11.37, so pip resolves an older Orbax (above this
+    # project's floor) for this extra: .ci/export installs it in a venv of its own and runs the
+    # export tests and the first tier there. All have wheels for every platform
+    # tests/test_packaging.py checks.
+    'export': ['ai-edge-litert', 'jax2onnx', 'onnx', 'onnxruntime', 'orbax-export'],
 }
 
 CLASSIFIERS = [

@@ -81,6 +81,10 @@ def arguments(description: str) -> argparse.Namespace:
   parser.add_argument('--compare_diagnostics', action='store_true',
                       help='training: also time the step without the dying-network diagnostics '
                            '(on by default for the Inception-ResNets), taking turns')
+  parser.add_argument('--trainable_scopes', default=None,
+                      help='training: also time the step that trains only these scopes '
+                           '(config.trainable_scopes, e.g. Logits: a linear probe), taking turns '
+                           'with the full step')
   parser.add_argument('--json', action='store_true',
                       help='end with one JSON object per measured configuration')
   args = parser.parse_args()
@@ -121,13 +125,15 @@ def compile_timed(fn, *args):
   return compiled, time.perf_counter() - start
 
 
-def ours(args, train: bool, diagnostics: Optional[bool] = None):
+def ours(args, train: bool, diagnostics: Optional[bool] = None,
+         trainable_scopes: Optional[str] = None):
   """Our jitted step (training: the job's own `train_step`, with `config.diagnostics` =
-  `diagnostics`; else an eval-mode forward) with its inputs: returns (model, call, compile_s,
-  compiled, the diagnostics it records)."""
+  `diagnostics` and `config.trainable_scopes` = `trainable_scopes`; else an eval-mode forward)
+  with its inputs: returns (model, call, compile_s, compiled, the diagnostics it records)."""
   model, config = model_and_config(args, dtype=args.dtype, scan_blocks=not args.unrolled)
   config.batch_size = args.batch
   config.diagnostics = diagnostics
+  config.trainable_scopes = trainable_scopes
   size = args.image_size
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(0, 256, (args.batch, size, size, 3), np.uint8)),
@@ -260,6 +266,9 @@ def measure(args, train: bool) -> dict[str, Any]:
   impls = {'ours': (call, jax_sync)}
   if args.compare_diagnostics and train:
     impls['ours without diagnostics'] = (ours(args, train, diagnostics=False)[1], jax_sync)
+  if args.trainable_scopes and train:
+    _, probe_call, probe_compile_s, _, _ = ours(args, train, trainable_scopes=args.trainable_scopes)
+    impls['ours, frozen'] = (probe_call, jax_sync)
   timm_memory = None
   if args.compare_timm:
     timm_call, timm_sync, timm_memory = timm_step(args, train)
@@ -289,6 +298,16 @@ def measure(args, train: bool) -> dict[str, Any]:
     result.update(no_diagnostics_img_per_s=round(statistics.median(bare), 2),
                   no_diagnostics_runs_img_per_s=[round(r, 2) for r in bare],
                   diagnostics_cost=round(statistics.median(bare) / img_per_s - 1, 4))
+  if 'ours, frozen' in rates:
+    part = rates['ours, frozen']
+    # Each run times both steps in turn: the median of its ratios, beside the ratio of medians.
+    result.update(trainable_scopes=args.trainable_scopes,
+                  frozen_compile_s=round(probe_compile_s, 2),
+                  frozen_img_per_s=round(statistics.median(part), 2),
+                  frozen_runs_img_per_s=[round(r, 2) for r in part],
+                  frozen_speedup=round(statistics.median(part) / img_per_s, 3),
+                  frozen_speedup_per_run=round(statistics.median(
+                      p / f for p, f in zip(part, rates['ours'])), 3))
   peak = peak_tflops(args)
   result['peak_tflops'] = peak
   result['mfu'] = round(model_flops * img_per_s / (peak * 1e12), 4) if peak else None
@@ -317,6 +336,12 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
       print(f'  without diagnostics: {r["no_diagnostics_img_per_s"]:.1f} img/s (runs '
             f'{", ".join(f"{x:.1f}" for x in r["no_diagnostics_runs_img_per_s"])}); the '
             f'diagnostics cost {100 * r["diagnostics_cost"]:+.1f}% of the step time')
+    if 'frozen_speedup' in r:
+      print(f'  trainable_scopes={r["trainable_scopes"]}: compile {r["frozen_compile_s"]:.1f} s; '
+            f'{r["frozen_img_per_s"]:.1f} img/s (runs '
+            f'{", ".join(f"{x:.1f}" for x in r["frozen_runs_img_per_s"])}); '
+            f'{r["frozen_speedup"]:.2f}x the full step (median of the runs\' ratios '
+            f'{r["frozen_speedup_per_run"]:.2f}x)')
     if 'ratio' in r:
       print(f'  timm{" (torch.compile)" if r["timm_compiled"] else ""}: {r["timm_img_per_s"]:.1f} '
             f'img/s (runs {", ".join(f"{x:.1f}" for x in r["timm_runs_img_per_s"])}); '

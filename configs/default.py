@@ -101,6 +101,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = config_dict.placeholder(float)
   config.keep_checkpoints = 3  # checkpoints kept (the final one is always among them)
   config.init_from = config_dict.placeholder(str)  # checkpoint dir to start from (fine-tuning)
+  # Fine-tuning with frozen parts: TF-slim scope patterns, comma-separated, of the variables that
+  # train ('Logits,AuxLogits': a linear probe; 'Mixed_7*,Conv2d_7b_1x1,Logits'); None: all. fnmatch
+  # on the prefixes of each variable's path (Mixed_6a, Mixed_6a/Branch_1, ...; inception_jax/
+  # frozen.py). The rest gets no update, weight decay nor gradient, and its BatchNorm runs in
+  # inference mode on its moving statistics, kept as they are, unless frozen_bn_train.
+  config.trainable_scopes = config_dict.placeholder(str)
+  config.frozen_bn_train = False  # frozen BatchNorms normalise by batch statistics and update them
   config.required = ()  # fields the command line must set (configs/finetune.py: init_from)
   return config
 

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from inception_jax import faults, imagenet, workdir as wd
 from inception_jax.errors import ConfigError, MissingError, first_line
+from inception_jax.frozen import patterns
 from inception_jax.models import model_class, options as model_options
 from inception_jax.steps import options_from_config
 
@@ -216,6 +217,12 @@ class ModelRecord:
     source: where the variables came from ('trained on digits', 'timm:/path/model.safetensors').
     data: a training workdir's data settings, which `evaluate` defaults to: {'name', 'data_dir',
       'eval_split'} of `config.dataset` (None where unset); None in older workdirs.
+    trainable_scopes: a training workdir's `config.trainable_scopes` (its patterns,
+      ','-joined), which a resume must keep: the optimizer's state depends on it. None (left out
+      of model.json): everything trains.
+    export: beside a model exported by `python -m inception_jax.export`: {'format', 'file',
+      'checkpoint', 'preprocessing', 'signatures', ...} (`inception_jax.export.record`); None
+      beside checkpoints.
   """
   model: str
   options: dict[str, Any]
@@ -223,6 +230,8 @@ class ModelRecord:
   classes: Any = None
   source: str = ''
   data: Optional[dict[str, Any]] = None
+  trainable_scopes: Optional[str] = None
+  export: Optional[dict[str, Any]] = None
 
   @classmethod
   def for_training(cls, config, source) -> 'ModelRecord':
@@ -231,8 +240,9 @@ class ModelRecord:
     data_dir = config.dataset.get('data_dir') or None
     data = {'name': config.dataset.name, 'data_dir': data_dir and wd.absolute(data_dir),
             'eval_split': config.dataset.get('eval_split') or None}
+    scopes = ','.join(patterns(config.get('trainable_scopes'))) or None
     return cls(config.model.name, options, source.image_shape[0], source.classes,
-               f'trained on {config.dataset.name}', data)
+               f'trained on {config.dataset.name}', data, scopes)
 
   @classmethod
   def for_conversion(cls, model: str, options: dict[str, Any], source: str,
@@ -245,8 +255,12 @@ class ModelRecord:
 
   def write(self, directory: str) -> None:
     wd.makedirs(directory)
+    fields = dataclasses.asdict(self)
+    for name in ('trainable_scopes', 'export'):  # added later: left out where unset, as before
+      if fields[name] is None:
+        del fields[name]
     wd.write_atomically(wd.join(directory, MODEL_INFO),
-                        json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+                        json.dumps(fields, indent=1, sort_keys=True))
 
   @classmethod
   def read(cls, path: str, step_dirs: bool = True) -> Optional['ModelRecord']:

@@ -13,9 +13,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from inception_jax import workdir as wd
+from inception_jax import frozen, workdir as wd
 from inception_jax.errors import ConfigError
-from inception_jax.models import model_class
+from inception_jax.models import create, model_class
+from inception_jax.steps import init_variables, options_from_config
 
 
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -69,6 +70,18 @@ def validate(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | 
     raise ConfigError(f'config.dataset.image_size={size} is below the {cls.min_size} pixels '
                       f'{config.model.name} needs; raise it (pretrained: {cls.default_size}) or '
                       'set config.model.small_inputs=True for small images such as CIFAR-10.')
+  check_trainable_scopes(config)
+
+
+def check_trainable_scopes(config: ml_collections.ConfigDict) -> None:
+  """Fails where `config.trainable_scopes` names what the network lacks, or splits a scanned run
+  of blocks (`frozen.trainable_mask`); traces the network's shapes only, computing nothing."""
+  if not frozen.patterns(config.get('trainable_scopes')):
+    return
+  network = create(config.model.name, **options_from_config(config, num_classes=2))
+  size = config.dataset.image_size
+  shapes = jax.eval_shape(lambda: init_variables(network, (size, size, 3), 0))
+  frozen.trainable_mask(config.trainable_scopes, shapes['params'])
 
 
 def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:

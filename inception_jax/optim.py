@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from inception_jax import frozen
+
 
 def scaled_learning_rate(config) -> float:
   """`config.learning_rate` scaled linearly from `reference_batch_size` to `batch_size`."""
@@ -34,6 +36,17 @@ def kernel_mask(params):
 
 
 def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The paper's optimizer; with `config.trainable_scopes`, for those variables only (the others
+  frozen: `optax.set_to_zero`, no weight decay, out of the clipping's norm; `inception_jax.frozen`).
+  Without it the state's tree is the plain chain's, as checkpoints of earlier runs hold it."""
+  tx = _paper_optimizer(config, schedule)
+  if not frozen.patterns(config.get('trainable_scopes')):
+    return tx
+  return optax.multi_transform({frozen.TRAINABLE: tx, frozen.FROZEN: optax.set_to_zero()},
+                               frozen.labels(config.trainable_scopes))
+
+
+def _paper_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
   parts = []
   if config.weight_decay:
     parts.append(optax.add_decayed_weights(config.weight_decay, mask=kernel_mask))

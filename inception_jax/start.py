@@ -96,6 +96,7 @@ def choose_start(job: Job, checkpointer: ckpt.Checkpointer, workdir: str, taken:
   if checkpointer.latest_step() is not None:
     old = ckpt.ModelRecord.read(workdir, step_dirs=False)
     check_resumable(workdir, old, config.model.name, job.model, dataset_description(config))
+    check_same_scopes(workdir, old, record)
   if jax.process_count() > 1:  # every process has read the old record before it is replaced
     multihost_utils.sync_global_devices('model_info_read')
   if jax.process_index() == 0:
@@ -163,6 +164,21 @@ def check_resumable(workdir: str, record: ckpt.ModelRecord | None, name: str,
     raise ConfigError(f'{workdir} holds checkpoints of another network than this config builds; '
                       f'resume with {ckpt.config_overrides(differences)}, or train in a new '
                       'workdir.')
+
+
+def check_same_scopes(workdir: str, old: ckpt.ModelRecord | None, new: ckpt.ModelRecord) -> None:
+  """Fails, naming the flag, when a resume would change `config.trainable_scopes`: the optimizer
+  state holds the trainable variables' moments only, and a restore into another set of them would
+  not fail by itself (Orbax fills what it lacks with None). To train other scopes from the
+  checkpoint, start a new workdir from it with init_from."""
+  if old is None or old.trainable_scopes == new.trainable_scopes:
+    return
+  def flag(scopes):
+    return f'--config.trainable_scopes={scopes}' if scopes else 'no --config.trainable_scopes'
+  raise ConfigError(f'{workdir} holds checkpoints of a run with {flag(old.trainable_scopes)}, '
+                    f'but this config has {flag(new.trainable_scopes)}; resume with the first, '
+                    'or train the other scopes in a new workdir with '
+                    f'--config.init_from={workdir}.')
 
 
 def check_init_from_exists(path: str) -> None:

@@ -6,6 +6,7 @@ step the training job runs (`inception_jax.train` adds the data, checkpoints and
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import flax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from inception_jax import optim
+from inception_jax import frozen, optim
 from inception_jax.errors import ConfigError
 from inception_jax.models import diagnostics, model_class
 
@@ -109,9 +110,14 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
   diagnosed = DIAGNOSTICS_COUNT in state.metric_sums
   mutable = ['batch_stats', diagnostics.COLLECTION] if diagnosed else ['batch_stats']
 
+  scopes = config.get('trainable_scopes')
+  trains = frozen.trainable_mask(scopes, state.params) if frozen.patterns(scopes) else None
+  frozen_bn = trains is not None and not config.get('frozen_bn_train')
+
   def loss_fn(params):
-    outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                    train=True, mutable=mutable, rngs={'dropout': rng})
+    with frozen.frozen_batch_norm(trains) if frozen_bn else contextlib.nullcontext():
+      outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                      images, train=True, mutable=mutable, rngs={'dropout': rng})
     logits, aux = outputs if model.aux_logits else (outputs, None)
     loss = mean(cross_entropy(logits, labels, model.num_classes, config.label_smoothing))
     total = loss
@@ -120,13 +126,17 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
           aux, labels, model.num_classes, config.label_smoothing))
     return total, (loss, logits, new_vars['batch_stats'], new_vars.get(diagnostics.COLLECTION))
 
-  (total, (loss, logits, batch_stats, recorded)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = optim.ema_update(state.ema_params, params, config.ema_decay, state.step) \
-      if config.ema_decay else params
-  grad_norm = optax.tree.norm(grads)
+  if trains is None:
+    (total, (loss, logits, batch_stats, recorded)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = optim.ema_update(state.ema_params, params, config.ema_decay, state.step) \
+        if config.ema_decay else params
+    grad_norm = optax.tree.norm(grads)
+  else:
+    (total, (loss, logits, batch_stats, recorded)), params, opt_state, ema, grad_norm = (
+        _frozen_update(state, loss_fn, trains, tx, config))
   finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
   nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
                              state.nonfinite_step)
@@ -138,6 +148,28 @@ def train_step(state: TrainState, batch, *, model: nn.Module, tx, schedule, conf
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                     opt_state=opt_state, ema_params=ema, nonfinite_step=nonfinite_step,
                     metric_sums=sums)
+
+
+def _frozen_update(state: TrainState, loss_fn, mask, tx, config):
+  """The update of the variables that `mask` (`frozen.trainable_mask`) leaves trainable; the
+  others pass through untouched, EMA included. Only the trainable ones are differentiated, the
+  frozen ones enter as constants (`stop_gradient`): XLA computes no gradient for them, nor the
+  backward pass below the lowest trainable layer. Returns (loss_fn's value, params, opt_state,
+  ema_params, grad_norm)."""
+  trainable, fixed = frozen.split(state.params, mask)
+  fixed = jax.lax.stop_gradient(fixed)
+  value, grads = jax.value_and_grad(lambda t: loss_fn(frozen.merge(t, fixed)), has_aux=True)(
+      trainable)
+  zeros = {k: jnp.zeros_like(v) for k, v in fixed.items()}  # set_to_zero's input: unused
+  updates, opt_state = tx.update(frozen.merge(grads, zeros), state.opt_state, state.params)
+  new, _ = frozen.split(optax.apply_updates(state.params, updates), mask)
+  params = frozen.merge(new, fixed)  # the frozen arrays themselves, not p + 0
+  if config.ema_decay:
+    old_ema, kept = frozen.split(state.ema_params, mask)
+    ema = frozen.merge(optim.ema_update(old_ema, new, config.ema_decay, state.step), kept)
+  else:
+    ema = params
+  return value, params, opt_state, ema, optax.tree.norm(grads)
 
 
 def eval_step(params, batch_stats, batch, *, model: nn.Module):

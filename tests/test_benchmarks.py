@@ -68,6 +68,26 @@ def test_benchmark_prints_json(script, step, tmp_path):
   assert len(table) == 3 and table[2].startswith(f'| inception_resnet_v2 | {step} | 2 | 75 |')
 
 
+def test_train_step_times_a_frozen_step_beside_the_full_one():
+  result = subprocess.run([sys.executable, 'benchmarks/train_step.py', *TINY,
+                           '--trainable_scopes=Logits'],
+                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert record['trainable_scopes'] == 'Logits' and record['frozen_compile_s'] > 0
+  assert len(record['frozen_runs_img_per_s']) == 2
+  assert_median(record['frozen_img_per_s'], record['frozen_runs_img_per_s'], 2)
+  assert record['frozen_speedup'] == pytest.approx(
+      record['frozen_img_per_s'] / record['img_per_s'], rel=0.02)
+  line = re.search(r'trainable_scopes=Logits: compile [\d.]+ s; ([\d.]+) img/s \(runs [\d., ]+\); '
+                   r'([\d.]+)x the full step \(median of the runs\' ratios ([\d.]+)x\)',
+                   result.stdout)
+  assert line, result.stdout
+  assert float(line.group(1)) == pytest.approx(record['frozen_img_per_s'], abs=0.051)
+  assert float(line.group(2)) == pytest.approx(record['frozen_speedup'], abs=0.0051)
+  assert float(line.group(3)) == pytest.approx(record['frozen_speedup_per_run'], abs=0.0051)
+
+
 def test_compare_timm_without_torch_names_what_is_missing():
   if all(importlib.util.find_spec(m) for m in ('torch', 'timm')):
     pytest.skip('torch and timm are installed here')

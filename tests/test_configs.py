@@ -114,6 +114,27 @@ def test_finetune_recipe_needs_init_from_and_scales_to_the_dataset(arg, model):
   assert config_checks.intervals(config, steps_per_epoch=500)['eval'] == 7
 
 
+@pytest.mark.quick
+@pytest.mark.parametrize('arg', list(default.MODELS))
+def test_finetune_probe_trains_the_classifiers_of_the_same_recipe(arg):
+  from configs import finetune
+  full = flatten_dict(finetune.get_config(arg).to_dict(), sep='.')
+  probe = flatten_dict(finetune.get_config(arg + '_probe').to_dict(), sep='.')
+  assert {key: value for key, value in probe.items() if full[key] != value} == {
+      'trainable_scopes': 'Logits,AuxLogits', 'learning_rate': 0.01, 'warmup_epochs': 0.0}
+  assert full['trainable_scopes'] is None
+
+
+def test_finetune_probe_scopes_fit_the_network():
+  from configs import finetune
+  from inception_jax import config_checks
+  config = finetune.get_config('irv2_probe')
+  config.init_from = '/path/to/weights'
+  config_checks.validate(config)  # AuxLogits matches nothing without the aux head: allowed
+  config.model.aux_logits = True
+  config_checks.validate(config)
+
+
 def test_recipes_count_intervals_in_steps():
   from inception_jax import config_checks
   assert config_checks.intervals(default.get_config(), steps_per_epoch=5004) == {

@@ -121,14 +121,14 @@ def _uv(*args: str) -> str:
 def test_requirements_resolve_to_wheels_on_every_supported_platform(platform, python):
   """setup.py's metadata (built by uv as pip would, its markers evaluated for the target) resolves
   for the platform and Python, and every package but the pure-Python PURE_PYTHON_SDISTS has a wheel
-  for it. On Linux the extras too: tpu (x86-64 only: libtpu has no aarch64 wheels) and cuda12
-  (x86-64, and aarch64 for GH200). Nothing is installed."""
+  for it, the export extra included. On Linux the other extras too: tpu (x86-64 only: libtpu has
+  no aarch64 wheels) and cuda12 (x86-64, and aarch64 for GH200). Nothing is installed."""
   unreachable = _index_reachable()
   if unreachable:
     pytest.skip(unreachable)
   target = ['--python-platform', PLATFORMS[platform], '--python-version', python]
-  extras = {'linux-x86_64': ['--extra', 'tpu', '--extra', 'cuda12'],
-            'linux-aarch64': ['--extra', 'cuda12']}.get(platform, [])
+  extras = ['--extra', 'export', *{'linux-x86_64': ['--extra', 'tpu', '--extra', 'cuda12'],
+                                   'linux-aarch64': ['--extra', 'cuda12']}.get(platform, [])]
   pins = _uv('setup.py', *extras, *target)
   names = [canonicalize_name(Requirement(line).name) for line in _lines(pins)]
   assert set(names) & TENSORFLOWS, pins

@@ -72,6 +72,8 @@ TPU_POD = ('## Cloud TPU', 'launch/tpu_pod.sh --spot irv2 us-east5-a v5e-64 conf
            'gs://BUCKET/irv2 \\')
 PRETRAINED = ('## Pretrained weights',
               '# timm: huggingface.co/timm/inception_resnet_v2.tf_in1k/model.safetensors')
+DEPLOYING = ('## Deploying', 'pip install -e ".[export]"  # jax2onnx for ONNX; LiteRT, '
+             'onnxruntime: runtimes to check them')
 RESIDUAL_SCALING = ('## Residual scaling', 'launch/residual_scaling.sh /tmp/residual_scaling     '
                     '# SCALES="1.0 0.3 0.1 learned" SEEDS="0 1"')
 LAYOUT = ('## Layout', 'inception_jax/main.py        the training job (absl flags, ml_collections '
@@ -99,6 +101,11 @@ CHECKS = {
     PRETRAINED: 'test_pretrained_weights_commands_run: every command, on files the test writes in '
                 "the public files' layouts with random values (they cannot be downloaded here), "
                 'the fine-tuning at 75x75 for one epoch of a small image folder.',
+    DEPLOYING: 'test_deploying_commands_export_what_the_prose_loads: the formats, the checkpoint '
+               "and the loading lines' files and signatures. The export command runs as written "
+               "(but its paths) in test_export.py's fixture `exported` on a tiny trained network, "
+               'whose outputs test_export.py::test_every_format_has_its_record and the parity '
+               'tests check; the pip install is not run (its extra is checked).',
     RESIDUAL_SCALING: 'test_residual_scaling_study_command: the script, its output directory and '
                       'the variables of its comment; test_launch.py::test_residual_scaling_study_'
                       'trains_each_scale_and_seed_then_draws_them runs it on tiny settings (the '
@@ -509,6 +516,30 @@ def test_pretrained_weights_commands_run(tmp_path):
   classified = top5(outputs[4])
   assert list(classified) == [f'{tmp_path}/my_photo.jpg']
   assert sorted(label for _, label in classified[f'{tmp_path}/my_photo.jpg']) == ['cat', 'dog']
+
+
+def test_deploying_commands_export_what_the_prose_loads():
+  """The export commands name formats the command knows, together every one, from the checkpoint
+  the Pretrained weights block converts; the prose loads the files and signatures they write."""
+  from inception_jax import export
+  from inception_jax.export import onnx, savedmodel, stablehlo, tflite
+  converted = [w.split('=', 1)[1] for words in commands(block(PRETRAINED).text)
+               if words[2:3] == ['inception_jax.convert'] for w in words
+               if w.startswith('--output=')]
+  exports = [words for words in commands(block(DEPLOYING).text)
+             if words[:3] == ['python', '-m', 'inception_jax.export']]
+  (words,) = exports
+  options = dict(w.removeprefix('--').split('=', 1) if '=' in w else (w[2:], 'true')
+                 for w in words[3:])
+  assert options['checkpoint'] in converted, options
+  formats = export.parse_formats(options['format'].split(','), options.get('tflite_int8') == 'true')
+  assert formats == list(export.FORMATS)
+  section = readme().split('## Deploying', 1)[1].split('\n## ', 1)[0]
+  for fmt, file in [('savedmodel', ''), ('tflite', tflite.FILE), ('onnx', onnx.FILE),
+                    ('stablehlo', stablehlo.FILE)]:
+    assert f"/{fmt}{'/' if file else ''}{file}'" in section, (fmt, file)
+  for name in (savedmodel.FLOAT_SIGNATURE, savedmodel.BYTES_SIGNATURE):
+    assert f"model.signatures['{name}']" in section, name
 
 
 def test_residual_scaling_study_command():

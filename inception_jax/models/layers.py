@@ -122,7 +122,8 @@ class Ops:
     window, strides = (spec.window,) * 2, (spec.stride,) * 2
     padding = self.padding(spec.padding)
     if spec.op == 'max':
-      return nn.max_pool(x, window, strides, padding)
+      # Keywords: jax2onnx (inception_jax/export/onnx.py) patches max_pool with a keyword-only one.
+      return nn.max_pool(x, window_shape=window, strides=strides, padding=padding)
     summed = nn.pooling.pool(x, 0.0, lax.add, window, strides, padding)
     if self.avg_pool_include_pad or padding == 'VALID':
       return summed / math.prod(window)
@@ -255,13 +256,15 @@ class Residual(Mixed):
   def combine(self, x: jax.Array, mixed: jax.Array) -> jax.Array:
     up = nn.Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.ops.dtype, kernel_init=conv_init,
                  conv_general_dilated=conv_general_dilated, name='Conv2d_1x1')(mixed)
+    scale = self.scale
     if self.learn_scale:
       scale = self.param('residual_scale', nn.initializers.constant(self.scale), (), jnp.float32)
-      branch = scale.astype(up.dtype) * up
-    else:
-      branch = self.scale * up
+      scale = scale.astype(up.dtype)
+    # conv * constant + x, in this order, as timm writes it: onnxruntime folds the scale into the
+    # conv and the sum into the next one's only in that order (ConvMulFusion, NCHWc's Sum input).
+    branch = up * scale
     diagnostics.record_residual(self, self.grid, x, branch)
-    x = x + branch
+    x = branch + x
     return nn.relu(x) if self.activation else x
 
 
