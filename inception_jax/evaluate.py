@@ -160,7 +160,6 @@ def data_settings(member: Member, dataset: Optional[str] = None, data_dir: Optio
 def make_source(name: str, data_dir: Optional[str], split: Optional[str], image_size: int,
                 batch_size: int):
   """The eval split of dataset `name` in batches of `batch_size` images, as the job reads it."""
-
   # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data import create_source, preprocessing
   config = ml_collections.ConfigDict({
@@ -183,7 +182,6 @@ def probabilities_fn(member: Member, mesh_sharding):
   """Jitted: uint8 crops [images * crops, size, size, 3] -> mean probabilities [images, classes]
   over each image's crops."""
 
-
   @functools.partial(jax.jit, static_argnums=2, out_shardings=mesh_sharding)
   def probabilities(variables, images, crops_per_image):
     outputs = member.model.apply(variables, normalize(images, member.model.dtype), train=False)
@@ -199,7 +197,6 @@ def probabilities_fn(member: Member, mesh_sharding):
 def correct(probabilities, labels, mask):
   """Masked counts of top-1 and top-5 hits (as the training job's eval counts them), and of the
   images."""
-
   return (*hits(probabilities, labels, mask), jnp.sum(mask))
 
 
@@ -226,7 +223,6 @@ def evaluate(paths: Sequence[str], protocols: Sequence[int], dataset: Optional[s
              progress: bool = True) -> list[dict[str, Any]]:
   """Evaluates `paths` (one checkpoint or an ensemble) with each of `protocols`; one record per
   (model or ensemble, protocol): top-1/top-5 accuracy and error (%), images."""
-
   # deferred: data/ loads TensorFlow (tf.data), only when images are read
   from inception_jax.data.crops import crop_key
   members = [load_member(path, params) for path in paths]

@@ -39,7 +39,6 @@ def load_network(path: str, params: str = 'ema', model: Optional[str] = None, *,
   anywhere: the blocks unstacked, no aux head, the runtime options at their defaults (float32, no
   remat).
   """
-
   if params not in PARAMS:
     raise ConfigError(f'params={params!r}: a workdir\'s parameters are one of {", ".join(PARAMS)}.')
   if not wd.isdir(path):

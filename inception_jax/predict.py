@@ -49,8 +49,6 @@ class Predictor:
   """A network and its variables, ready to classify encoded images."""
 
   def __init__(self, checkpoint: str, model: Optional[str] = None, params: str = 'ema'):
-
-
     # Blocks unstacked, no aux head, the runtime options at their defaults (float32, no remat).
     self.model, variables, record = load_network(checkpoint, params, model, as_trained=False,
                                                  model_flag='--model')

@@ -172,7 +172,6 @@ def exclusive(dataset_dir: str) -> Iterator[None]:
 def remove_leftovers(dataset_dir: str) -> None:
   """Deletes the partial output of interrupted runs: TFDS writes into `incomplete.*` and renames
   it when done, so anything left under that name is from a run that never finished."""
-
   # deferred: TFDS loads TensorFlow, only to prepare
   from tensorflow_datasets.core import constants
   for entry in sorted(os.listdir(dataset_dir)):
